@@ -1,0 +1,14 @@
+"""fairseq-maligan: MaliGAN and SeqGAN training of stock fairseq generators.
+
+Load with ``--user-dir path/to/fairseq_maligan``. Importing registers the criteria
+(``maligan_mixed``), the task (``maligan_language_modeling``), the discriminators
+(``cnn_discriminator``, ``rnn_discriminator``) and ``--optimizer maligan_adam``.
+"""
+
+from . import patches
+from .errors import install_excepthook
+
+patches.apply()
+install_excepthook()
+
+from . import criterions, discriminators, optim, tasks  # noqa: E402,F401

@@ -1,0 +1,484 @@
+"""Adversarial criteria for stock fairseq generators.
+
+The criterion owns the discriminator, so fairseq's trainer optimises, all-reduces,
+checkpoints and resumes it with the generator while the saved ``model`` stays a stock
+fairseq model. Each update is one joint step: the discriminator loss and the generator
+loss are summed into one backward, each touching only its own parameters (the
+importance weights are detached and samples are discrete). ``maligan_adam`` gives the
+discriminator its own learning rate and leaves a group that a step did not use alone.
+
+Losses are per target token, like fairseq's cross-entropy: the MLE term sums the NLL of
+the clamped prefix tokens and the MaliGAN term sums, for each row, the weighted
+log-probabilities of its sampled suffixes; both are divided by the batch's number of
+target tokens (``sample_size``).
+"""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from torch import Tensor
+
+from .discriminators import (
+    DISCRIMINATOR_ARCHS,
+    Discriminator,
+    MaliganDiscriminatorConfig,
+    build_discriminator,
+)
+from .errors import ConfigError
+from .sampling import is_encoder_decoder, sample_continuations, token_log_probs
+
+logger = logging.getLogger(__name__)
+
+DISCRIMINATOR_GROUP = "discriminator"
+
+
+@dataclass
+class AdversarialConfig(FairseqDataclass):
+    """Options shared by every adversarial criterion: samples, schedule, discriminator."""
+
+    num_samples: int = field(
+        default=4, metadata={"help": "m: continuations sampled per prefix"}
+    )
+    prefix_init: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "initial prefix length N clamped from the data (default: the whole "
+            "target, i.e. pure MLE at the start); 0 with --prefix-decay 0 is MaliGAN-basic"
+        },
+    )
+    prefix_decay: int = field(
+        default=1, metadata={"help": "K: tokens removed from N at each schedule step"}
+    )
+    prefix_decay_updates: int = field(
+        default=100, metadata={"help": "updates per schedule step"}
+    )
+    prefix_min: int = field(default=0, metadata={"help": "floor of N"})
+    sample_max_len: Optional[int] = field(
+        default=None,
+        metadata={"help": "length limit of sampled rows (default: the batch's longest target)"},
+    )
+    mle_weight: float = field(
+        default=1.0, metadata={"help": "weight of the MLE term on the clamped prefix"}
+    )
+    disc_arch: ChoiceEnum(DISCRIMINATOR_ARCHS) = field(  # type: ignore[valid-type]
+        default="rnn_discriminator", metadata={"help": "discriminator architecture"}
+    )
+    disc_embed_dim: int = field(default=64, metadata={"help": "discriminator embedding size"})
+    disc_hidden_dim: int = field(
+        default=64,
+        metadata={"help": "discriminator RNN size per direction, or CNN filters per width"},
+    )
+    disc_layers: int = field(default=1, metadata={"help": "discriminator RNN layers"})
+    disc_cell: ChoiceEnum(["gru", "lstm"]) = field(  # type: ignore[valid-type]
+        default="gru", metadata={"help": "discriminator RNN cell"}
+    )
+    disc_filter_sizes: str = field(
+        default="2,3,4,5", metadata={"help": "discriminator CNN filter widths"}
+    )
+    disc_dropout: float = field(default=0.1, metadata={"help": "discriminator dropout"})
+    disc_lr: float = field(
+        default=1e-4,
+        metadata={"help": "discriminator learning rate (constant; needs --optimizer maligan_adam)"},
+    )
+    disc_steps: int = field(
+        default=1, metadata={"help": "k: discriminator updates per generator update"}
+    )
+    disc_warmup_updates: int = field(
+        default=0,
+        metadata={"help": "discriminator-only updates before the generator moves"},
+    )
+    disc_path: Optional[str] = field(
+        default=None, metadata={"help": "pretrained discriminator (scripts/pretrain_discriminator.py)"}
+    )
+
+
+def prefix_length(
+    update_num: int,
+    longest: int,
+    init: Optional[int],
+    decay: int,
+    decay_updates: int,
+    minimum: int,
+) -> int:
+    """The schedule's N at ``update_num``: ``max(minimum, N0 - K * (update_num // U))``.
+
+    ``N0`` is ``init``, or ``longest`` (the batch's longest target: pure MLE) when unset.
+    """
+    start = longest if init is None else init
+    return max(minimum, start - decay * (update_num // max(decay_updates, 1)))
+
+
+def importance_weights(disc_logits: Tensor, num_samples: int) -> Tensor:
+    """w_ij = r_D(x_ij) / sum_j' r_D(x_ij'), a softmax of the logits within each group.
+
+    ``r_D = D / (1 - D) = exp(logit)``; the softmax never forms ``r_D`` itself, which
+    overflows as D -> 1 and vanishes as D -> 0. Detached: no gradient reaches D.
+    """
+    return torch.softmax(disc_logits.detach().float().view(-1, num_samples), dim=1)
+
+
+def effective_sample_size(weights: Tensor) -> Tensor:
+    """1 / sum_j w_j^2 for each group (between 1 and m)."""
+    return 1.0 / weights.pow(2).sum(dim=1)
+
+
+TRAIN_LOG_KEYS = (
+    "loss", "mle_loss", "mle_tokens", "maligan_loss", "disc_loss", "disc_updates",
+    "disc_correct_real", "disc_real_rows", "disc_correct_fake", "disc_fake_rows",
+    "ess_sum", "ess_groups", "sample_len_sum", "sample_rows",
+)
+
+
+def max_target_positions(task) -> Optional[int]:
+    """The task's target length limit (``--tokens-per-sample``, ``--max-target-positions``)."""
+    limit = task.max_positions()
+    if limit is None:
+        config = getattr(task, "args", None) or getattr(task, "cfg", None)
+        limit = getattr(config, "tokens_per_sample", None)
+    if isinstance(limit, (tuple, list)):
+        limit = limit[-1]
+    return limit if isinstance(limit, int) else None
+
+
+def _tokens_ntokens(sample: dict, pad: int) -> int:
+    return sample["ntokens"] if "ntokens" in sample else int(sample["target"].ne(pad).sum())
+
+
+class AdversarialCriterion(FairseqCriterion):
+    """Shared machinery: the discriminator, its update, the schedule, logging."""
+
+    def __init__(self, cfg: AdversarialConfig, task) -> None:
+        super().__init__(task)
+        self.cfg = cfg
+        self._validate(cfg, max_target_positions(task))
+        self.padding_idx = task.target_dictionary.pad()
+        self.num_updates = 0
+        self.discriminator = self._build_discriminator(cfg, task)
+        for param in self.discriminator.parameters():
+            param.param_group = DISCRIMINATOR_GROUP
+            param.optim_overrides = {"lr": cfg.disc_lr}
+
+    @staticmethod
+    def _validate(cfg: AdversarialConfig, limit: Optional[int]) -> None:
+        if cfg.num_samples < 1:
+            raise ConfigError(f"--num-samples must be at least 1, got {cfg.num_samples}")
+        for name in ("prefix_init", "prefix_decay", "prefix_min", "disc_warmup_updates"):
+            value = getattr(cfg, name)
+            if value is not None and value < 0:
+                option = "--" + name.replace("_", "-")
+                raise ConfigError(f"{option} must not be negative, got {value}")
+        if cfg.prefix_decay_updates < 1:
+            raise ConfigError(
+                f"--prefix-decay-updates must be at least 1, got {cfg.prefix_decay_updates}"
+            )
+        if cfg.disc_steps < 1:
+            raise ConfigError(f"--disc-steps must be at least 1, got {cfg.disc_steps}")
+        if cfg.disc_lr <= 0:
+            raise ConfigError(f"--disc-lr must be positive, got {cfg.disc_lr}")
+        if cfg.prefix_init is not None and limit is not None and cfg.prefix_init > limit:
+            raise ConfigError(
+                f"--prefix-init {cfg.prefix_init} is longer than the model's maximum "
+                f"target positions ({limit})"
+            )
+        if cfg.prefix_min is not None and cfg.prefix_init is not None and cfg.prefix_min > cfg.prefix_init:
+            raise ConfigError(
+                f"--prefix-min {cfg.prefix_min} is larger than --prefix-init {cfg.prefix_init}"
+            )
+
+    @staticmethod
+    def _build_discriminator(cfg: AdversarialConfig, task) -> Discriminator:
+        conditional = task.source_dictionary is not task.target_dictionary
+        if cfg.disc_path:
+            return load_discriminator(cfg.disc_path, task.target_dictionary, task.source_dictionary)
+        disc_cfg = MaliganDiscriminatorConfig(
+            embed_dim=cfg.disc_embed_dim,
+            hidden_dim=cfg.disc_hidden_dim,
+            num_layers=cfg.disc_layers,
+            dropout=cfg.disc_dropout,
+            cell=cfg.disc_cell,
+            filter_sizes=cfg.disc_filter_sizes,
+            conditional=conditional,
+        )
+        return build_discriminator(
+            cfg.disc_arch, disc_cfg, task.target_dictionary, task.source_dictionary
+        )
+
+    # -- state ------------------------------------------------------------------------
+
+    def set_num_updates(self, num_updates: int) -> None:
+        """Called before each training step (see ``fairseq_maligan.patches``)."""
+        self.num_updates = num_updates
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, **kwargs: Any):
+        """Accept the empty criterion state of an MLE checkpoint: keep the fresh D."""
+        if not state_dict:
+            logger.info("no criterion state in the checkpoint: discriminator kept as built")
+            return None
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
+    # -- phases -----------------------------------------------------------------------
+
+    def generator_moves(self) -> bool:
+        """After the warm-up, the generator moves on every k-th update."""
+        since = self.num_updates - self.cfg.disc_warmup_updates
+        return since >= 0 and (since + 1) % self.cfg.disc_steps == 0
+
+    def current_prefix_len(self, longest: int) -> int:
+        cfg = self.cfg
+        return prefix_length(
+            self.num_updates, longest, cfg.prefix_init, cfg.prefix_decay,
+            cfg.prefix_decay_updates, cfg.prefix_min,
+        )
+
+    # -- shared pieces ----------------------------------------------------------------
+
+    def discriminate(self, model, sample: dict, rows: Tensor, order: Tensor) -> Tensor:
+        """D's logits for target-side ``rows`` taken from batch rows ``order``."""
+        src_tokens = None
+        if self.discriminator.source_encoder is not None and is_encoder_decoder(model):
+            src_tokens = sample["net_input"]["src_tokens"][order]
+        return self.discriminator(rows, src_tokens)
+
+    def discriminator_loss(
+        self, real_logits: Tensor, fake_logits: Tensor, logging_output: dict
+    ) -> Tensor:
+        """L_D = -mean log D(y) - mean log(1 - D(x)), in logit form."""
+        loss = F.binary_cross_entropy_with_logits(
+            real_logits, torch.ones_like(real_logits)
+        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        logging_output.update(
+            disc_loss=loss.detach(),
+            disc_updates=1,
+            disc_correct_real=real_logits.detach().gt(0).sum(),
+            disc_real_rows=real_logits.numel(),
+            disc_correct_fake=fake_logits.detach().le(0).sum(),
+            disc_fake_rows=fake_logits.numel(),
+        )
+        return loss
+
+    def mle_loss(self, model, sample: dict) -> tuple[Tensor, int]:
+        """Summed NLL of the targets, exactly as fairseq's cross-entropy computes it."""
+        net_output = model(**sample["net_input"])
+        lprobs = model.get_normalized_probs(net_output, log_probs=True)
+        target = model.get_targets(sample, net_output)
+        loss = F.nll_loss(
+            lprobs.view(-1, lprobs.size(-1)),
+            target.view(-1),
+            ignore_index=self.padding_idx,
+            reduction="sum",
+        )
+        return loss, _tokens_ntokens(sample, self.padding_idx)
+
+    def validation_output(self, model, sample: dict) -> tuple[Tensor, int, dict]:
+        """Validation reports the generator's own NLL, as MLE training would."""
+        loss, ntokens = self.mle_loss(model, sample)
+        return loss, ntokens, {
+            "loss": loss.detach(),
+            "nll_loss": loss.detach(),
+            "ntokens": ntokens,
+            "nsentences": sample["target"].size(0),
+            "sample_size": ntokens,
+        }
+
+    @torch.no_grad()
+    def sample_statistics(self, model, sample: dict, max_len: int | None = None) -> dict:
+        """Sample one row per valid row from scratch; D's accuracy and sample lengths."""
+        target = sample["target"]
+        rows = sample_continuations(model, sample, 0, 1, max_len)
+        order = torch.arange(target.size(0), device=target.device)
+        was_training = self.discriminator.training
+        self.discriminator.eval()
+        try:
+            real_logits = self.discriminate(model, sample, target, order)
+            fake_logits = self.discriminate(model, sample, rows, order)
+        finally:
+            self.discriminator.train(was_training)
+        return {
+            "disc_correct_real": real_logits.gt(0).sum(),
+            "disc_real_rows": real_logits.numel(),
+            "disc_correct_fake": fake_logits.le(0).sum(),
+            "disc_fake_rows": fake_logits.numel(),
+            "sample_len_sum": rows.ne(self.padding_idx).sum(),
+            "sample_rows": rows.size(0),
+            "_rows": rows,
+        }
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs: list[dict]) -> None:
+        def total(key: str) -> float:
+            return float(sum(float(log.get(key, 0)) for log in logging_outputs))
+
+        ln2 = math.log(2)
+        sample_size = total("sample_size")
+        metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / ln2, sample_size, round=3)
+        if any("nll_loss" in log for log in logging_outputs):
+            metrics.log_scalar(
+                "nll_loss", total("nll_loss") / max(sample_size, 1) / ln2, sample_size, round=3
+            )
+            metrics.log_derived("ppl", lambda meters: 2 ** meters["nll_loss"].avg)
+
+        def ratio(name: str, numerator: str, denominator: str, scale: float = 1.0) -> None:
+            count = total(denominator)
+            if count > 0:
+                metrics.log_scalar(name, total(numerator) / count * scale, count, round=3)
+
+        ratio("mle_loss", "mle_loss", "mle_tokens", 1 / ln2)
+        if any("maligan_loss" in log for log in logging_outputs):
+            ratio("maligan_loss", "maligan_loss", "sample_size", 1 / ln2)
+        ratio("disc_loss", "disc_loss", "disc_updates")
+        ratio("disc_acc_real", "disc_correct_real", "disc_real_rows")
+        ratio("disc_acc_fake", "disc_correct_fake", "disc_fake_rows")
+        ratio("prefix_len", "prefix_len", "batches")
+        ratio("ess", "ess_sum", "ess_groups")
+        ratio("sample_len", "sample_len_sum", "sample_rows")
+        ratio("nll_oracle", "oracle_nll_sum", "oracle_tokens")
+        ratio("oracle_invalid", "oracle_invalid_rows", "oracle_rows")
+
+
+@dataclass
+class MaliganMixedConfig(AdversarialConfig):
+    baseline: ChoiceEnum(["uniform", "zero"]) = field(  # type: ignore[valid-type]
+        default="uniform",
+        metadata={"help": "b: 'uniform' is 1/m (the weights' mean); 'zero' uses no baseline"},
+    )
+
+
+@register_criterion("maligan_mixed", dataclass=MaliganMixedConfig)
+class MaliganMixedCriterion(AdversarialCriterion):
+    """Sequential MaliGAN with mixed MLE training (Che et al. 2017, Algorithm 2).
+
+    The first N target tokens of each row are clamped and trained by MLE; m suffixes
+    are sampled after them and trained with the normalised importance weights
+    ``w = softmax(D logits)`` within each group, minus the baseline ``b``. Rows no
+    longer than N contribute MLE only. ``--prefix-init 0 --prefix-decay 0`` is
+    MaliGAN-basic (Algorithm 1).
+    """
+
+    def forward(self, model, sample: dict, reduce: bool = True):
+        if not model.training:
+            return self.validation_output(model, sample)
+        cfg = self.cfg
+        target = sample["target"]
+        batch, width = target.shape
+        prefix_len = min(self.current_prefix_len(width), width)
+        lengths = target.ne(self.padding_idx).sum(dim=1)
+        active = lengths > prefix_len
+        ntokens = _tokens_ntokens(sample, self.padding_idx)
+        # Every rank must log the same keys: fairseq sums them in one all-reduce.
+        logging_output: dict[str, Any] = dict.fromkeys(TRAIN_LOG_KEYS, 0)
+        logging_output.update(
+            ntokens=ntokens, nsentences=batch, sample_size=ntokens,
+            prefix_len=prefix_len, batches=1,
+        )
+        generator_moves = self.generator_moves()
+
+        if not bool(active.any()):
+            return self._mle_only(model, sample, ntokens, generator_moves, logging_output)
+
+        m = cfg.num_samples
+        order = torch.arange(batch, device=target.device).repeat_interleave(m)
+        rows = sample_continuations(model, sample, prefix_len, m, cfg.sample_max_len)
+        fake = active[order]
+        active_index = active.nonzero().squeeze(1)
+        real_logits = self.discriminate(model, sample, target[active], active_index)
+        fake_logits = self.discriminate(model, sample, rows[fake], order[fake])
+        disc_loss = self.discriminator_loss(real_logits, fake_logits, logging_output)
+        sample_lengths = rows[fake].ne(self.padding_idx).sum(dim=1)
+        logging_output.update(sample_len_sum=sample_lengths.sum(), sample_rows=fake.sum())
+
+        loss = ntokens * disc_loss
+        if generator_moves:
+            weights = importance_weights(fake_logits, m)
+            generator_loss = self._generator_loss(
+                model, sample, rows, order, active, prefix_len, weights, logging_output
+            )
+            loss = loss + generator_loss
+            logging_output.update(
+                ess_sum=effective_sample_size(weights).sum(), ess_groups=weights.size(0)
+            )
+        return loss, ntokens, logging_output
+
+    def _generator_loss(
+        self,
+        model,
+        sample: dict,
+        rows: Tensor,
+        order: Tensor,
+        active: Tensor,
+        prefix_len: int,
+        weights: Tensor,
+        logging_output: dict,
+    ) -> Tensor:
+        """MLE on the clamped prefixes plus -sum (w - b) log p(suffix | prefix)."""
+        m = self.cfg.num_samples
+        first = torch.arange(order.numel(), device=order.device) % m == 0
+        scored = active[order] | first
+        lprobs = token_log_probs(model, sample, rows[scored], order[scored])
+        in_prefix = torch.arange(lprobs.size(1), device=lprobs.device) < prefix_len
+        prefix_rows = lprobs[first[scored]]
+        mle = -(prefix_rows * in_prefix).sum()
+        mle_tokens = rows[first][:, :prefix_len].ne(self.padding_idx).sum()
+        suffix = (lprobs[active[order[scored]]] * ~in_prefix).sum(dim=1).view(-1, m)
+        baseline = 1.0 / m if self.cfg.baseline == "uniform" else 0.0
+        maligan = -((weights.to(suffix) - baseline) * suffix).sum()
+        logging_output.update(
+            loss=(self.cfg.mle_weight * mle + maligan).detach(),
+            mle_loss=mle.detach(),
+            mle_tokens=mle_tokens,
+            maligan_loss=maligan.detach(),
+        )
+        return self.cfg.mle_weight * mle + maligan
+
+    def _mle_only(
+        self, model, sample: dict, ntokens: int, generator_moves: bool, logging_output: dict
+    ):
+        """N covers every row: plain MLE (the discriminator has no fake rows to learn from)."""
+        if not generator_moves:
+            zero = sum(p.sum() for p in self.discriminator.parameters()) * 0.0
+            logging_output["loss"] = zero.detach()
+            return zero, ntokens, logging_output
+        loss, _ = self.mle_loss(model, sample)
+        logging_output.update(
+            loss=self.cfg.mle_weight * loss.detach(), mle_loss=loss.detach(), mle_tokens=ntokens
+        )
+        return self.cfg.mle_weight * loss, ntokens, logging_output
+
+
+def load_discriminator(path: str, dictionary, source_dictionary=None) -> "Discriminator":
+    """Load a discriminator saved by ``save_discriminator`` (safe ``weights_only`` load)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"--disc-path: no such file: {path}") from None
+    except Exception as error:
+        raise ConfigError(f"--disc-path: cannot read {path}: {error}") from None
+    if not isinstance(state, dict) or {"arch", "cfg", "model"} - set(state):
+        raise ConfigError(f"--disc-path: {path} is not a saved discriminator")
+    disc = build_discriminator(
+        state["arch"], MaliganDiscriminatorConfig(**state["cfg"]), dictionary, source_dictionary
+    )
+    try:
+        disc.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ConfigError(
+            f"--disc-path: {path} does not fit this data's dictionary: {str(error).splitlines()[0]}"
+        ) from None
+    return disc
+
+
+def save_discriminator(disc: Discriminator, arch: str, path: str) -> None:
+    """Save a discriminator so that ``--disc-path`` (and ``weights_only`` loading) reads it."""
+    cfg = {key: getattr(disc.cfg, key) for key in MaliganDiscriminatorConfig.__dataclass_fields__}
+    cfg = {key: (str(value) if not isinstance(value, (int, float, bool)) else value) for key, value in cfg.items()}
+    torch.save({"arch": arch, "cfg": cfg, "model": disc.state_dict()}, path)

@@ -1,0 +1,71 @@
+"""``--optimizer maligan_adam``: fairseq's Adam with a discriminator parameter group.
+
+Parameters that a criterion marks with ``param_group = "discriminator"`` go into their own
+group with the learning rate in their ``optim_overrides`` (``--disc-lr``, constant: the
+lr scheduler drives the generator group only). A group whose gradients are all zero or
+absent in a step (the generator during discriminator-only steps, or the discriminator
+when a batch has nothing to discriminate) is skipped: its Adam moments, step count and
+weight decay stay as they were.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from fairseq.optim import register_optimizer
+from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
+
+logger = logging.getLogger(__name__)
+
+GROUP_KEY = "maligan_group"
+
+
+@dataclass
+class MaliganAdamConfig(FairseqAdamConfig):
+    pass
+
+
+def _split_groups(params: list) -> list[dict]:
+    """The generator group first (``get_lr`` reads group 0), then one group per marked set."""
+    if params and isinstance(params[0], dict):
+        return params
+    groups: dict[str, list] = {}
+    for param in params:
+        groups.setdefault(getattr(param, "param_group", "default"), []).append(param)
+    ordered = [{"params": groups.pop("default", []), GROUP_KEY: "default"}]
+    for name, members in groups.items():
+        overrides = getattr(members[0], "optim_overrides", None) or {}
+        ordered.append({"params": members, GROUP_KEY: name, **overrides})
+    return [group for group in ordered if group["params"]]
+
+
+@register_optimizer("maligan_adam", dataclass=MaliganAdamConfig)
+class MaliganAdam(FairseqAdam):
+    """Adam whose discriminator group keeps its own learning rate and idles when unused."""
+
+    def __init__(self, cfg: MaliganAdamConfig, params) -> None:
+        params = list(params)
+        if len(params) == 1 and not isinstance(params[0], dict) and params[0].dim() == 1:
+            logger.warning(
+                "maligan_adam got one flattened parameter vector (--fp16): a discriminator "
+                "shares the generator's learning rate; add --fp16-no-flatten-grads, or use "
+                "--bf16 or --memory-efficient-fp16, to keep its own group"
+            )
+        super().__init__(cfg, _split_groups(params))
+
+    def set_lr(self, lr: float) -> None:
+        """The scheduler's learning rate applies to the generator group only."""
+        for group in self.param_groups:
+            if group.get(GROUP_KEY, "default") == "default":
+                group["lr"] = lr
+
+    def get_lr(self) -> float:
+        return self.param_groups[0]["lr"]
+
+    def step(self, closure=None, scale: float = 1.0, groups=None) -> None:
+        for group in self.param_groups:
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            if not grads or not bool(torch.stack([g.abs().max() for g in grads]).max() > 0):
+                for param in group["params"]:
+                    param.grad = None
+        super().step(closure, scale, groups)

@@ -1,0 +1,106 @@
+"""The few places where the plugin adjusts fairseq itself, applied once at import.
+
+- ``FairseqTask.train_step`` passes ``update_num`` to criteria that define
+  ``set_num_updates`` (the stock task gives it to the model only), so the schedule and
+  the discriminator/generator phases follow the trainer's update count exactly.
+- ``Trainer.state_dict`` writes checkpoints that stock fairseq loads with torch's safe
+  ``weights_only`` loading and no ``--user-dir``: a legacy ``argparse.Namespace`` model
+  config becomes a plain dict, and a plugin task is saved under its stock parent's name.
+- ``PathManager.copy`` (how fairseq makes ``checkpoint_last.pt`` from the first file of
+  a save) copies to a temporary file and renames it, so a process killed mid-copy never
+  leaves a truncated checkpoint in place of a good one.
+- torch's safe loader is told about the classes that fairseq's own checkpoints and its
+  rank-to-rank state broadcast contain (``argparse.Namespace``, omegaconf containers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import typing
+from collections import defaultdict
+from dataclasses import fields
+from typing import Any
+
+import torch
+from fairseq.file_io import PathManager
+from fairseq.tasks import TASK_DATACLASS_REGISTRY, FairseqTask
+from fairseq.trainer import Trainer
+
+STOCK_TASKS: dict[str, str] = {}
+"""Plugin task name -> the stock fairseq task its checkpoints are saved under."""
+
+
+def stock_checkpoint_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint ``cfg`` that stock fairseq can load without the plugin."""
+    cfg = dict(cfg)
+    model_cfg = cfg.get("model")
+    if isinstance(model_cfg, argparse.Namespace):
+        cfg["model"] = vars(model_cfg).copy()
+    task_cfg = cfg.get("task")
+    if isinstance(task_cfg, dict) and task_cfg.get("_name") in STOCK_TASKS:
+        stock = STOCK_TASKS[task_cfg["_name"]]
+        known = {f.name for f in fields(TASK_DATACLASS_REGISTRY[stock])}
+        cfg["task"] = {k: v for k, v in task_cfg.items() if k in known}
+        cfg["task"]["_name"] = stock
+    return cfg
+
+
+def _train_step(original):
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if hasattr(criterion, "set_num_updates"):
+            criterion.set_num_updates(update_num)
+        return original(self, sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    train_step.maligan_patched = True
+    return train_step
+
+
+def _state_dict(original):
+    def state_dict(self):
+        state = original(self)
+        if isinstance(state.get("cfg"), dict):
+            state["cfg"] = stock_checkpoint_cfg(state["cfg"])
+        return state
+
+    state_dict.maligan_patched = True
+    return state_dict
+
+
+def _atomic_copy(original):
+    def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
+        if "://" in dst_path or (os.path.exists(dst_path) and not overwrite):
+            return original(src_path, dst_path, overwrite)
+        partial = dst_path + ".tmp"
+        shutil.copyfile(src_path, partial)
+        os.replace(partial, dst_path)
+        return True
+
+    copy.maligan_patched = True
+    return copy
+
+
+def _allow_safe_globals() -> None:
+    from fairseq.distributed.utils import _TensorPlaceholder
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode
+
+    torch.serialization.add_safe_globals(
+        [
+            argparse.Namespace, DictConfig, ListConfig, ContainerMetadata, Metadata,
+            AnyNode, typing.Any, defaultdict, dict, list, int, _TensorPlaceholder,
+        ]
+    )
+
+
+def apply() -> None:
+    """Apply every patch once (idempotent)."""
+    if not getattr(FairseqTask.train_step, "maligan_patched", False):
+        FairseqTask.train_step = _train_step(FairseqTask.train_step)
+    if not getattr(Trainer.state_dict, "maligan_patched", False):
+        Trainer.state_dict = _state_dict(Trainer.state_dict)
+    if not getattr(PathManager.copy, "maligan_patched", False):
+        PathManager.copy = staticmethod(_atomic_copy(PathManager.copy))
+    _allow_safe_globals()

@@ -1,0 +1,264 @@
+"""Sampling from fairseq generators inside a training step.
+
+One sampler serves every criterion: the first ``prefix_len`` (N) tokens of each row are
+clamped from ``sample["target"]``, then ``num_samples`` (m) continuations per row are drawn
+with fairseq's incremental decoding, without gradient, until EOS or the length limit.
+Continuations are rescored with gradients by :func:`token_log_probs` in one
+teacher-forced forward.
+
+Rows are laid out group-major: continuation ``j`` of row ``i`` is row ``i * m + j``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def is_encoder_decoder(model: torch.nn.Module) -> bool:
+    """True for encoder-decoder generators (translation), False for language models."""
+    return getattr(model, "encoder", None) is not None
+
+
+def first_decoder_input(model: torch.nn.Module, sample: dict) -> Tensor:
+    """The token the decoder reads before the first target token, one per row (B, 1).
+
+    For a language model this is the first input token (``</s>`` with
+    ``--sample-break-mode eos``); for translation the first ``prev_output_tokens``.
+    """
+    net_input = sample["net_input"]
+    if is_encoder_decoder(model):
+        return net_input["prev_output_tokens"][:, :1]
+    return net_input["src_tokens"][:, :1]
+
+
+def draw_tokens(
+    logits: Tensor,
+    uniform: Tensor,
+    temperature: float = 1.0,
+    banned: tuple[int, ...] = (),
+) -> Tensor:
+    """Draw one token per row from ``softmax(logits / temperature)`` by inverse CDF.
+
+    ``uniform`` holds one U[0, 1) draw per row, so that a fixed set of draws gives a
+    fixed sample (tests compare samplers that way). ``banned`` tokens (padding, BOS)
+    get probability zero. ``cumsum`` + ``searchsorted`` is much faster on CPU than
+    ``torch.multinomial``.
+    """
+    logits = logits.float() / temperature
+    if banned:
+        logits[:, list(banned)] = float("-inf")
+    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
+    threshold = uniform.unsqueeze(1).to(cdf) * cdf[:, -1:]
+    tokens = torch.searchsorted(cdf, threshold, right=True).squeeze(1)
+    return tokens.clamp_(max=logits.size(1) - 1)
+
+
+class DecoderState:
+    """A generator's decoder with its incremental state, for step-wise decoding.
+
+    Encoder-decoder models run their encoder once; expanding or forking the state
+    reorders the cached encoder output and decoder state instead of recomputing them.
+    """
+
+    def __init__(self, model: torch.nn.Module, sample: dict | None = None) -> None:
+        self.model = model
+        self.incremental_state: dict[str, dict[str, Any]] = {}
+        self.encoder_out = None
+        if sample is not None and is_encoder_decoder(model):
+            net_input = sample["net_input"]
+            self.encoder_out = model.encoder(
+                net_input["src_tokens"], src_lengths=net_input["src_lengths"]
+            )
+
+    def next_logits(self, inputs: Tensor) -> Tensor:
+        """Logits for the token after ``inputs`` (rows, V); feeds only the last input."""
+        out = self.model.decoder(
+            inputs, encoder_out=self.encoder_out, incremental_state=self.incremental_state
+        )
+        return out[0][:, -1, :]
+
+    def reorder(self, order: Tensor) -> None:
+        """Keep rows ``order`` of the state (repeats allowed), in place."""
+        decoder = self.model.decoder
+        decoder.reorder_incremental_state_scripting(self.incremental_state, order)
+        if self.encoder_out is not None:
+            self.encoder_out = self.model.encoder.reorder_encoder_out(self.encoder_out, order)
+
+    def fork(self, order: Tensor) -> DecoderState:
+        """A new state holding rows ``order`` of this one; this one is left unchanged."""
+        forked = DecoderState(self.model)
+        forked.incremental_state = {k: dict(v) for k, v in self.incremental_state.items()}
+        forked.encoder_out = self.encoder_out
+        forked.reorder(order)
+        return forked
+
+
+def banned_tokens(model: torch.nn.Module) -> tuple[int, ...]:
+    """Tokens a sampler never emits: padding and BOS."""
+    dictionary = model.decoder.dictionary
+    return (dictionary.pad(), dictionary.bos())
+
+
+def continue_rows(
+    state: DecoderState,
+    tokens: Tensor,
+    finished: Tensor,
+    max_len: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Extend decoder-input rows ``tokens`` by sampling until EOS or ``max_len`` targets.
+
+    ``tokens`` holds the first decoder input and the tokens so far (rows, 1 + t), and
+    ``state`` has consumed all but its last column. Finished rows get padding.
+    Returns the grown rows (rows, 1 + length), length <= ``max_len``.
+    """
+    dictionary = state.model.decoder.dictionary
+    pad, eos = dictionary.pad(), dictionary.eos()
+    banned = banned_tokens(state.model)
+    finished = finished.clone()
+    current = tokens
+    for _ in range(tokens.size(1) - 1, max_len):
+        if bool(finished.all()):
+            break
+        logits = state.next_logits(current)
+        uniform = torch.rand(logits.size(0), generator=generator, device=logits.device)
+        step = draw_tokens(logits, uniform, temperature, banned)
+        step = step.masked_fill_(finished, pad)
+        finished |= step.eq(eos)
+        current = torch.cat([current, step.unsqueeze(1)], dim=1)
+    return current
+
+
+@torch.no_grad()
+def sample_continuations(
+    model: torch.nn.Module,
+    sample: dict,
+    prefix_len: int,
+    num_samples: int,
+    max_len: int | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Clamp the first ``prefix_len`` target tokens of each row and sample continuations.
+
+    Returns target-side rows (B * num_samples, length): the clamped prefix, the sampled
+    tokens up to and including EOS, then padding. ``max_len`` (default: the batch's
+    target width) bounds the length. Rows no longer than ``prefix_len`` come back as
+    their clamped target. The model is sampled in eval mode (no dropout) and left in
+    the mode it was in.
+    """
+    target = sample["target"]
+    max_len = target.size(1) if max_len is None else max_len
+    prefix_len = min(prefix_len, max_len)
+    dictionary = model.decoder.dictionary
+    pad, eos = dictionary.pad(), dictionary.eos()
+
+    was_training = model.training
+    model.eval()
+    try:
+        state = DecoderState(model, sample)
+        prefix = target[:, :prefix_len]
+        tokens = torch.cat([first_decoder_input(model, sample), prefix], dim=1)
+        for t in range(prefix_len):
+            state.next_logits(tokens[:, : t + 1])
+        finished = prefix.eq(eos).any(dim=1) | prefix.eq(pad).any(dim=1)
+        order = torch.arange(target.size(0), device=target.device)
+        order = order.repeat_interleave(num_samples)
+        state.reorder(order)
+        rows = continue_rows(
+            state, tokens[order], finished[order], max_len, temperature, generator
+        )
+    finally:
+        model.train(was_training)
+    return rows[:, 1:]
+
+
+@torch.no_grad()
+def sample_naive(
+    model: torch.nn.Module,
+    sample: dict,
+    prefix_len: int,
+    num_samples: int,
+    max_len: int | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Reference sampler: recomputes the whole sequence at every step (no cache).
+
+    Same contract and, given the same random draws, the same output as
+    :func:`sample_continuations`; the tests and ``scripts/bench.py`` compare the two.
+    """
+    target = sample["target"]
+    max_len = target.size(1) if max_len is None else max_len
+    prefix_len = min(prefix_len, max_len)
+    dictionary = model.decoder.dictionary
+    pad, eos = dictionary.pad(), dictionary.eos()
+    banned = banned_tokens(model)
+
+    was_training = model.training
+    model.eval()
+    try:
+        order = torch.arange(target.size(0), device=target.device)
+        order = order.repeat_interleave(num_samples)
+        expanded = _expand_sample(model, sample, order)
+        prefix = target[order, :prefix_len]
+        tokens = torch.cat([first_decoder_input(model, sample)[order], prefix], dim=1)
+        finished = prefix.eq(eos).any(dim=1) | prefix.eq(pad).any(dim=1)
+        for _ in range(prefix_len, max_len):
+            if bool(finished.all()):
+                break
+            logits = _full_forward(model, expanded, tokens)[:, -1, :]
+            uniform = torch.rand(logits.size(0), generator=generator, device=logits.device)
+            step = draw_tokens(logits, uniform, temperature, banned)
+            step = step.masked_fill_(finished, pad)
+            finished |= step.eq(eos)
+            tokens = torch.cat([tokens, step.unsqueeze(1)], dim=1)
+    finally:
+        model.train(was_training)
+    return tokens[:, 1:]
+
+
+def _expand_sample(model: torch.nn.Module, sample: dict, order: Tensor) -> dict:
+    """The rows ``order`` of a batch's encoder inputs (encoder-decoder models only)."""
+    if not is_encoder_decoder(model):
+        return {}
+    net_input = sample["net_input"]
+    return {
+        "src_tokens": net_input["src_tokens"][order],
+        "src_lengths": net_input["src_lengths"][order],
+    }
+
+
+def _full_forward(model: torch.nn.Module, encoder_input: dict, inputs: Tensor) -> Tensor:
+    """Logits for every position of decoder ``inputs``, through the model's forward."""
+    if is_encoder_decoder(model):
+        return model(
+            encoder_input["src_tokens"], encoder_input["src_lengths"], inputs
+        )[0]
+    return model(inputs)[0]
+
+
+def decoder_inputs(model: torch.nn.Module, sample: dict, rows: Tensor, order: Tensor) -> Tensor:
+    """Teacher-forcing decoder inputs for target-side ``rows`` drawn from batch rows ``order``."""
+    first = first_decoder_input(model, sample)[order]
+    return torch.cat([first, rows[:, :-1]], dim=1)
+
+
+def token_log_probs(
+    model: torch.nn.Module, sample: dict, rows: Tensor, order: Tensor
+) -> Tensor:
+    """log p(row_t | row_<t) for every position of target-side ``rows``, with gradient.
+
+    ``order`` maps each row to its batch row (for its first decoder input and, for
+    translation, its source). One teacher-forced forward through the (possibly
+    distributed) model; padding positions get 0.
+    """
+    inputs = decoder_inputs(model, sample, rows, order)
+    net_output = _full_forward(model, _expand_sample(model, sample, order), inputs)
+    lprobs = model.get_normalized_probs((net_output, None), log_probs=True)
+    picked = lprobs.gather(-1, rows.unsqueeze(-1)).squeeze(-1)
+    return picked.masked_fill(rows.eq(model.decoder.dictionary.pad()), 0.0)

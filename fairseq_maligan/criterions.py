@@ -95,7 +95,8 @@ class AdversarialConfig(FairseqDataclass):
         metadata={"help": "discriminator-only updates before the generator moves"},
     )
     disc_path: Optional[str] = field(
-        default=None, metadata={"help": "pretrained discriminator (scripts/pretrain_discriminator.py)"}
+        default=None,
+        metadata={"help": "pretrained discriminator (scripts/pretrain_discriminator.py)"},
     )
 
 
@@ -187,7 +188,7 @@ class AdversarialCriterion(FairseqCriterion):
                 f"--prefix-init {cfg.prefix_init} is longer than the model's maximum "
                 f"target positions ({limit})"
             )
-        if cfg.prefix_min is not None and cfg.prefix_init is not None and cfg.prefix_min > cfg.prefix_init:
+        if cfg.prefix_init is not None and cfg.prefix_min > cfg.prefix_init:
             raise ConfigError(
                 f"--prefix-min {cfg.prefix_min} is larger than --prefix-init {cfg.prefix_init}"
             )
@@ -479,6 +480,8 @@ def load_discriminator(path: str, dictionary, source_dictionary=None) -> "Discri
 
 def save_discriminator(disc: Discriminator, arch: str, path: str) -> None:
     """Save a discriminator so that ``--disc-path`` (and ``weights_only`` loading) reads it."""
-    cfg = {key: getattr(disc.cfg, key) for key in MaliganDiscriminatorConfig.__dataclass_fields__}
-    cfg = {key: (str(value) if not isinstance(value, (int, float, bool)) else value) for key, value in cfg.items()}
+    cfg = {}
+    for key in MaliganDiscriminatorConfig.__dataclass_fields__:
+        value = getattr(disc.cfg, key)
+        cfg[key] = value if isinstance(value, (int, float, bool)) else str(value)
     torch.save({"arch": arch, "cfg": cfg, "model": disc.state_dict()}, path)

@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny oracle data, fairseq-built models, and a CLI runner."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = str(ROOT / "fairseq_maligan")
+
+from fairseq import options, tasks  # noqa: E402
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402
+
+import fairseq_maligan  # noqa: E402,F401  (registers the plugin in this process)
+
+TINY_TRANSFORMER = [
+    "--arch", "transformer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "16",
+    "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2",
+]
+TINY_LSTM = [
+    "--arch", "lstm_lm", "--decoder-embed-dim", "16", "--decoder-hidden-size", "16",
+    "--decoder-out-embed-dim", "16",
+]
+LM_DATA = ["--sample-break-mode", "eos", "--tokens-per-sample", "32"]
+
+
+def run_cli(tool: str, args: list[str], cwd: Path | None = None, check: bool = True,
+            env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a fairseq console tool (``train``, ``eval_lm``, ...) in a fresh process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", f"fairseq_cli.{tool}", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"fairseq-{tool} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc
+
+
+def make_oracle_dataset(out: Path, vocab: int = 40, seq_len: int = 8, train: int = 240,
+                        valid: int = 40, seed: int = 0) -> Path:
+    """Oracle text plus its fairseq binarised form in ``out/bin``."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_oracle_data.py"), "--out", str(out / "raw"),
+         "--vocab-size", str(vocab), "--seq-len", str(seq_len), "--train", str(train),
+         "--valid", str(valid), "--test", str(valid), "--seed", str(seed),
+         "--embed-dim", "8", "--hidden-dim", "8"],
+        check=True, capture_output=True,
+    )
+    run_cli("preprocess", [
+        "--only-source", "--trainpref", str(out / "raw" / "train.txt"),
+        "--validpref", str(out / "raw" / "valid.txt"), "--testpref", str(out / "raw" / "test.txt"),
+        "--destdir", str(out / "bin"), "--workers", "1",
+    ])
+    return out / "bin"
+
+
+@pytest.fixture(scope="session")
+def lm_data(tmp_path_factory) -> Path:
+    return make_oracle_dataset(tmp_path_factory.mktemp("oracle"))
+
+
+def build(data: Path, extra: list[str], task: str = "maligan_language_modeling"):
+    """cfg, task, model and criterion built by fairseq from command-line arguments."""
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, [str(data), "--task", task, "--cpu", *LM_DATA, *extra]
+    )
+    cfg = convert_namespace_to_omegaconf(args)
+    task_obj = tasks.setup_task(cfg.task)
+    task_obj.load_dataset("train")
+    model = task_obj.build_model(cfg.model)
+    criterion = task_obj.build_criterion(cfg.criterion)
+    return cfg, task_obj, model, criterion
+
+
+def first_batch(task, split: str = "train", max_sentences: int = 6) -> dict:
+    task.load_dataset(split)
+    dataset = task.dataset(split)
+    items = [dataset[i] for i in range(max_sentences)]
+    return dataset.collater(items)
+
+
+def params_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -262,3 +262,30 @@ def token_log_probs(
     lprobs = model.get_normalized_probs((net_output, None), log_probs=True)
     picked = lprobs.gather(-1, rows.unsqueeze(-1)).squeeze(-1)
     return picked.masked_fill(rows.eq(model.decoder.dictionary.pad()), 0.0)
+
+
+def unconditional_batch(model: torch.nn.Module, num: int, max_len: int) -> dict:
+    """A language-model batch with no data: decoding starts from ``</s>`` (N = 0)."""
+    dictionary = model.decoder.dictionary
+    device = next(model.parameters()).device
+    src = torch.full((num, 1), dictionary.eos(), dtype=torch.long, device=device)
+    target = torch.full((num, max_len), dictionary.pad(), dtype=torch.long, device=device)
+    return {"net_input": {"src_tokens": src, "src_lengths": torch.ones(num)}, "target": target}
+
+
+def sample_sentences(
+    model: torch.nn.Module,
+    num: int,
+    max_len: int,
+    temperature: float = 1.0,
+    batch_size: int = 256,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``num`` free-running samples of a language model (rows of at most ``max_len``)."""
+    pad = model.decoder.dictionary.pad()
+    chunks = []
+    for start in range(0, num, batch_size):
+        batch = unconditional_batch(model, min(batch_size, num - start), max_len)
+        rows = sample_continuations(model, batch, 0, 1, max_len, temperature, generator)
+        chunks.append(torch.nn.functional.pad(rows, (0, max_len - rows.size(1)), value=pad))
+    return torch.cat(chunks)

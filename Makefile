@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.py requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade "pip>=24" 
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-build-isolation --no-deps fairseq-fixed==0.12.3.1
@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP)
+	$(BIN)/ruff check fairseq_maligan scripts tests
 	$(BIN)/python -m pytest -q tests
 
 lint: $(STAMP)

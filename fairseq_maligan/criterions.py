@@ -13,6 +13,7 @@ log-probabilities of its sampled suffixes; both are divided by the batch's numbe
 target tokens (``sample_size``).
 """
 
+import copy
 import logging
 import math
 from dataclasses import dataclass, field
@@ -32,7 +33,12 @@ from .discriminators import (
     build_discriminator,
 )
 from .errors import ConfigError
-from .sampling import is_encoder_decoder, sample_continuations, token_log_probs
+from .sampling import (
+    is_encoder_decoder,
+    rollout_scores,
+    sample_continuations,
+    token_log_probs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +244,112 @@ class AdversarialCriterion(FairseqCriterion):
             cfg.prefix_decay_updates, cfg.prefix_min,
         )
 
+    # -- the training step --------------------------------------------------------------
+
+    def forward(self, model, sample: dict, reduce: bool = True):
+        """One joint step: D on real rows versus sampled rows, G on the same samples."""
+        if not model.training:
+            return self.validation_output(model, sample)
+        cfg = self.cfg
+        target = sample["target"]
+        batch, width = target.shape
+        prefix_len = min(self.current_prefix_len(width), width)
+        lengths = target.ne(self.padding_idx).sum(dim=1)
+        active = lengths > prefix_len
+        ntokens = _tokens_ntokens(sample, self.padding_idx)
+        # Every rank must log the same keys: fairseq sums them in one all-reduce.
+        logging_output: dict[str, Any] = dict.fromkeys(TRAIN_LOG_KEYS, 0)
+        logging_output.update(
+            ntokens=ntokens, nsentences=batch, sample_size=ntokens,
+            prefix_len=prefix_len, batches=1,
+        )
+        generator_moves = self.generator_moves()
+
+        if not bool(active.any()):
+            return self._mle_only(model, sample, ntokens, generator_moves, logging_output)
+
+        m = cfg.num_samples
+        order = torch.arange(batch, device=target.device).repeat_interleave(m)
+        rows = sample_continuations(model, sample, prefix_len, m, cfg.sample_max_len)
+        fake = active[order]
+        active_index = active.nonzero().squeeze(1)
+        real_logits = self.discriminate(model, sample, target[active], active_index)
+        fake_logits = self.discriminate(model, sample, rows[fake], order[fake])
+        disc_loss = self.discriminator_loss(real_logits, fake_logits, logging_output)
+        sample_lengths = rows[fake].ne(self.padding_idx).sum(dim=1)
+        logging_output.update(sample_len_sum=sample_lengths.sum(), sample_rows=fake.sum())
+
+        loss = ntokens * disc_loss
+        if generator_moves:
+            loss = loss + self._generator_loss(
+                model, sample, rows, order, active, prefix_len, fake_logits, logging_output
+            )
+        return loss, ntokens, logging_output
+
+    def _generator_loss(
+        self,
+        model,
+        sample: dict,
+        rows: Tensor,
+        order: Tensor,
+        active: Tensor,
+        prefix_len: int,
+        fake_logits: Tensor,
+        logging_output: dict,
+    ) -> Tensor:
+        """MLE on the clamped prefixes plus the criterion's loss on the sampled suffixes.
+
+        One teacher-forced forward scores every sample of a row that is longer than N,
+        and the clamped row once for a row that is not (it contributes MLE only).
+        """
+        m = self.cfg.num_samples
+        first = torch.arange(order.numel(), device=order.device) % m == 0
+        scored = active[order] | first
+        lprobs = token_log_probs(model, sample, rows[scored], order[scored])
+        in_prefix = torch.arange(lprobs.size(1), device=lprobs.device) < prefix_len
+        mle = -(lprobs[first[scored]] * in_prefix).sum()
+        mle_tokens = rows[first][:, :prefix_len].ne(self.padding_idx).sum()
+        fake = active[order[scored]]
+        suffix_lprobs = lprobs[fake] * ~in_prefix
+        adversarial = self.suffix_loss(
+            model, sample, rows[scored][fake], order[scored][fake], fake_logits,
+            suffix_lprobs, prefix_len, logging_output,
+        )
+        total = self.cfg.mle_weight * mle + adversarial
+        logging_output.update(
+            loss=total.detach(), mle_loss=mle.detach(), mle_tokens=mle_tokens,
+            maligan_loss=adversarial.detach(),
+        )
+        return total
+
+    def suffix_loss(
+        self,
+        model,
+        sample: dict,
+        fake_rows: Tensor,
+        fake_order: Tensor,
+        fake_logits: Tensor,
+        suffix_lprobs: Tensor,
+        prefix_len: int,
+        logging_output: dict,
+    ) -> Tensor:
+        """The adversarial term on sampled suffixes (``suffix_lprobs`` is 0 elsewhere)."""
+        raise NotImplementedError
+
+    def _mle_only(
+        self, model, sample: dict, ntokens: int, generator_moves: bool, logging_output: dict
+    ):
+        """N covers every row: plain MLE (the discriminator has no fake rows to learn from)."""
+        if not generator_moves:
+            zero = sum(p.sum() for p in self.discriminator.parameters()) * 0.0
+            logging_output["loss"] = zero.detach()
+            return zero, ntokens, logging_output
+        loss, _ = self.mle_loss(model, sample)
+        logging_output.update(
+            loss=self.cfg.mle_weight * loss.detach(), mle_loss=loss.detach(), mle_tokens=ntokens
+        )
+        return self.cfg.mle_weight * loss, ntokens, logging_output
+
     # -- shared pieces ----------------------------------------------------------------
 
     def discriminate(self, model, sample: dict, rows: Tensor, order: Tensor) -> Tensor:
@@ -366,94 +478,174 @@ class MaliganMixedCriterion(AdversarialCriterion):
     MaliGAN-basic (Algorithm 1).
     """
 
-    def forward(self, model, sample: dict, reduce: bool = True):
-        if not model.training:
-            return self.validation_output(model, sample)
-        cfg = self.cfg
-        target = sample["target"]
-        batch, width = target.shape
-        prefix_len = min(self.current_prefix_len(width), width)
-        lengths = target.ne(self.padding_idx).sum(dim=1)
-        active = lengths > prefix_len
-        ntokens = _tokens_ntokens(sample, self.padding_idx)
-        # Every rank must log the same keys: fairseq sums them in one all-reduce.
-        logging_output: dict[str, Any] = dict.fromkeys(TRAIN_LOG_KEYS, 0)
-        logging_output.update(
-            ntokens=ntokens, nsentences=batch, sample_size=ntokens,
-            prefix_len=prefix_len, batches=1,
-        )
-        generator_moves = self.generator_moves()
-
-        if not bool(active.any()):
-            return self._mle_only(model, sample, ntokens, generator_moves, logging_output)
-
-        m = cfg.num_samples
-        order = torch.arange(batch, device=target.device).repeat_interleave(m)
-        rows = sample_continuations(model, sample, prefix_len, m, cfg.sample_max_len)
-        fake = active[order]
-        active_index = active.nonzero().squeeze(1)
-        real_logits = self.discriminate(model, sample, target[active], active_index)
-        fake_logits = self.discriminate(model, sample, rows[fake], order[fake])
-        disc_loss = self.discriminator_loss(real_logits, fake_logits, logging_output)
-        sample_lengths = rows[fake].ne(self.padding_idx).sum(dim=1)
-        logging_output.update(sample_len_sum=sample_lengths.sum(), sample_rows=fake.sum())
-
-        loss = ntokens * disc_loss
-        if generator_moves:
-            weights = importance_weights(fake_logits, m)
-            generator_loss = self._generator_loss(
-                model, sample, rows, order, active, prefix_len, weights, logging_output
-            )
-            loss = loss + generator_loss
-            logging_output.update(
-                ess_sum=effective_sample_size(weights).sum(), ess_groups=weights.size(0)
-            )
-        return loss, ntokens, logging_output
-
-    def _generator_loss(
-        self,
-        model,
-        sample: dict,
-        rows: Tensor,
-        order: Tensor,
-        active: Tensor,
-        prefix_len: int,
-        weights: Tensor,
-        logging_output: dict,
-    ) -> Tensor:
-        """MLE on the clamped prefixes plus -sum (w - b) log p(suffix | prefix)."""
+    def suffix_loss(self, model, sample, fake_rows, fake_order, fake_logits, suffix_lprobs,
+                    prefix_len, logging_output):
+        """-sum_ij (w_ij - b) log p(x_ij^{>N} | y_i^{<=N})."""
         m = self.cfg.num_samples
-        first = torch.arange(order.numel(), device=order.device) % m == 0
-        scored = active[order] | first
-        lprobs = token_log_probs(model, sample, rows[scored], order[scored])
-        in_prefix = torch.arange(lprobs.size(1), device=lprobs.device) < prefix_len
-        prefix_rows = lprobs[first[scored]]
-        mle = -(prefix_rows * in_prefix).sum()
-        mle_tokens = rows[first][:, :prefix_len].ne(self.padding_idx).sum()
-        suffix = (lprobs[active[order[scored]]] * ~in_prefix).sum(dim=1).view(-1, m)
+        weights = importance_weights(fake_logits, m)
         baseline = 1.0 / m if self.cfg.baseline == "uniform" else 0.0
-        maligan = -((weights.to(suffix) - baseline) * suffix).sum()
+        sequence = suffix_lprobs.sum(dim=1).view(-1, m)
         logging_output.update(
-            loss=(self.cfg.mle_weight * mle + maligan).detach(),
-            mle_loss=mle.detach(),
-            mle_tokens=mle_tokens,
-            maligan_loss=maligan.detach(),
+            ess_sum=effective_sample_size(weights).sum(), ess_groups=weights.size(0)
         )
-        return self.cfg.mle_weight * mle + maligan
+        return -((weights.to(sequence) - baseline) * sequence).sum()
 
-    def _mle_only(
-        self, model, sample: dict, ntokens: int, generator_moves: bool, logging_output: dict
-    ):
-        """N covers every row: plain MLE (the discriminator has no fake rows to learn from)."""
-        if not generator_moves:
-            zero = sum(p.sum() for p in self.discriminator.parameters()) * 0.0
-            logging_output["loss"] = zero.detach()
-            return zero, ntokens, logging_output
-        loss, _ = self.mle_loss(model, sample)
-        logging_output.update(
-            loss=self.cfg.mle_weight * loss.detach(), mle_loss=loss.detach(), mle_tokens=ntokens
-        )
-        return self.cfg.mle_weight * loss, ntokens, logging_output
+
+@dataclass
+class RolloutConfig(AdversarialConfig):
+    rollouts: int = field(
+        default=16, metadata={"help": "R: Monte-Carlo completions of each prefix"}
+    )
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The generator inside fairseq's distributed wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+class RolloutCriterion(AdversarialCriterion):
+    """Per-token values Q from R Monte-Carlo completions of every sampled prefix."""
+
+    def _validate_rollouts(self) -> None:
+        if self.cfg.rollouts < 1:
+            raise ConfigError(f"--rollouts must be at least 1, got {self.cfg.rollouts}")
+
+    def rollout_policy(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model that completes prefixes (the generator itself by default)."""
+        return unwrap(model)
+
+    def token_weights(self, values: Tensor, valid: Tensor) -> Tensor:
+        """Weights (rows, L) of log p(x_t | x_<t) from rollout logits (rows, L, R)."""
+        raise NotImplementedError
+
+    def suffix_loss(self, model, sample, fake_rows, fake_order, fake_logits, suffix_lprobs,
+                    prefix_len, logging_output):
+        """-sum_{i,t} weight_it log p(x_it | x_i,<t) over the sampled tokens."""
+
+        def score(completions: Tensor, order: Tensor) -> Tensor:
+            return self.discriminate(model, sample, completions, order)
+
+        was_training = self.discriminator.training
+        self.discriminator.eval()
+        try:
+            values = rollout_scores(
+                self.rollout_policy(model), sample, fake_rows, fake_order, prefix_len,
+                self.cfg.rollouts, score,
+            )
+        finally:
+            self.discriminator.train(was_training)
+        positions = torch.arange(fake_rows.size(1), device=fake_rows.device)
+        valid = (positions >= prefix_len) & fake_rows.ne(self.padding_idx)
+        weights = self.token_weights(values, valid)
+        return -(weights.to(suffix_lprobs) * suffix_lprobs).sum()
+
+
+@register_criterion("maligan_rollout", dataclass=RolloutConfig)
+class MaliganRolloutCriterion(RolloutCriterion):
+    """MaliGAN with Monte-Carlo rollouts (the paper's "MCTS" variant).
+
+    ``Q_it`` is the mean of ``r_D`` over R completions of ``x_{i,<=t}`` by the current
+    generator; the update is ``(sum_i L_i) / (m sum_{i,t} Q_it) sum_{i,t} Q_it grad log p``
+    within each group of m samples, so the weights average 1/m per token. Computed in
+    log space (``r_D = exp(logit)`` overflows).
+    """
+
+    def __init__(self, cfg: RolloutConfig, task) -> None:
+        super().__init__(cfg, task)
+        self._validate_rollouts()
+
+    def token_weights(self, values: Tensor, valid: Tensor) -> Tensor:
+        m = self.cfg.num_samples
+        log_q = torch.logsumexp(values, dim=2) - math.log(values.size(2))
+        log_q = log_q.masked_fill(~valid, float("-inf")).view(-1, m * values.size(1))
+        share = torch.softmax(log_q, dim=1).view_as(valid)
+        lengths = valid.view(-1, m * values.size(1)).sum(dim=1, keepdim=True)
+        return share * (lengths / m).repeat_interleave(m, dim=0)
+
+
+@dataclass
+class SeqGANConfig(RolloutConfig):
+    prefix_init: Optional[int] = field(
+        default=0,
+        metadata={"help": "initial prefix length N clamped from the data (SeqGAN: 0)"},
+    )
+    prefix_decay: int = field(
+        default=0, metadata={"help": "K: tokens removed from N at each schedule step"}
+    )
+    num_samples: int = field(
+        default=1, metadata={"help": "m: sequences sampled per data row"}
+    )
+    rollout_refresh_updates: int = field(
+        default=1, metadata={"help": "copy the generator into the rollout policy every U updates"}
+    )
+    rollout_ema: float = field(
+        default=0.0,
+        metadata={"help": "if > 0, the rollout policy is instead an exponential moving "
+                  "average of the generator with this decay, updated every update"},
+    )
+
+
+@register_criterion("seqgan", dataclass=SeqGANConfig)
+class SeqGANCriterion(RolloutCriterion):
+    """SeqGAN (Yu et al. 2017): REINFORCE with Monte-Carlo rollout rewards.
+
+    ``Q(Y_<t, y_t)`` is the mean of ``D`` over R completions of ``Y_<=t`` by the delayed
+    rollout policy G_beta (``D(Y)`` itself at the last token); the loss is
+    ``-sum_t Q_t log G(y_t | Y_<t)``. G_beta is part of the criterion's state, so a
+    resumed run continues with the same policy.
+    """
+
+    def __init__(self, cfg: SeqGANConfig, task) -> None:
+        super().__init__(cfg, task)
+        self._validate_rollouts()
+        if cfg.rollout_refresh_updates < 1:
+            raise ConfigError(
+                f"--rollout-refresh-updates must be at least 1, got {cfg.rollout_refresh_updates}"
+            )
+        if not 0.0 <= cfg.rollout_ema < 1.0:
+            raise ConfigError(f"--rollout-ema must be in [0, 1), got {cfg.rollout_ema}")
+        self.policy: Optional[torch.nn.Module] = None
+        self._pending_policy: dict[str, Tensor] = {}
+        self._policy_update = -1
+
+    def rollout_policy(self, model: torch.nn.Module) -> torch.nn.Module:
+        generator = unwrap(model)
+        if self.policy is None:
+            self.policy = copy.deepcopy(generator).requires_grad_(False)
+            if self._pending_policy:
+                self.policy.load_state_dict(self._pending_policy)
+                self._pending_policy = {}
+        if self._policy_update != self.num_updates:
+            self._policy_update = self.num_updates
+            ema = self.cfg.rollout_ema
+            with torch.no_grad():
+                for beta, theta in zip(self.policy.parameters(), generator.parameters()):
+                    if ema > 0:
+                        beta.mul_(ema).add_(theta.detach(), alpha=1 - ema)
+                    elif self.num_updates % self.cfg.rollout_refresh_updates == 0:
+                        beta.copy_(theta.detach())
+        return self.policy
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, **kwargs: Any):
+        """Keep the saved rollout policy until the generator is there to copy it."""
+        if state_dict and self.policy is None:
+            state_dict = dict(state_dict)
+            prefix = "policy."
+            self._pending_policy = {
+                k[len(prefix):]: state_dict.pop(k) for k in list(state_dict) if k.startswith(prefix)
+            }
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any):
+        state = super().state_dict(*args, **kwargs)
+        for key, value in self._pending_policy.items():
+            state["policy." + key] = value
+        return state
+
+    def token_weights(self, values: Tensor, valid: Tensor) -> Tensor:
+        return torch.sigmoid(values).mean(dim=2) * valid
 
 
 def load_discriminator(path: str, dictionary, source_dictionary=None) -> "Discriminator":

@@ -56,8 +56,8 @@ def test_maligan_rollout_update_by_hand(monkeypatch):
     # sum_i L_i = 3 sampled tokens, m = 2, sum Q = 4.5: weights = Q * 3 / (2 * 4.5).
     theta = model.decoder.theta
     scale = 3 / (2 * 4.5)
-    expected = -(2 * scale * onehot_minus_probs(theta, c) + 2 * scale * onehot_minus_probs(theta, eos)
-                 + 0.5 * scale * onehot_minus_probs(theta, eos))
+    expected = -scale * (2 * onehot_minus_probs(theta, c) + 2 * onehot_minus_probs(theta, eos)
+                         + 0.5 * onehot_minus_probs(theta, eos))
     expected -= onehot_minus_probs(theta, a)  # MLE on the clamped prefix "a"
     assert torch.allclose(theta.grad, expected, atol=1e-5)
 

@@ -61,7 +61,7 @@ def nll_test(data: str, checkpoint: str, log_path: str) -> float:
     """Per-token NLL (nats) of the test split, from stock fairseq-eval-lm."""
     out = run(f"fairseq-eval-lm {os.path.basename(os.path.dirname(checkpoint))}", "eval_lm", [
         data, "--path", checkpoint, "--gen-subset", "test", "--cpu",
-        "--tokens-per-sample", "64", "--max-tokens", "8000",
+        "--sample-break-mode", "eos", "--tokens-per-sample", "64", "--max-tokens", "8000",
     ], log_path)
     return float(re.search(r"Loss \(base 2\): ([0-9.]+)", out).group(1)) * math.log(2)
 
@@ -144,6 +144,9 @@ def main() -> None:
     ], os.path.join(out, "maligan.log"))
 
     oracle = Oracle.load(f"{raw}/oracle.pt")
+    with open(f"{raw}/test.txt") as test_file:
+        test_ids = torch.tensor([[int(w[1:]) for w in line.split()] for line in test_file])
+    oracle_floor = float(oracle.nll(test_ids).mean())
     rows = []
     for name, directory, checkpoint in [
         ("MLE (pretrained)", mle_dir, pretrained),
@@ -156,6 +159,7 @@ def main() -> None:
 
     print(f"\nResults ({scale['samples']} samples each; nats per token; lower is better)")
     print(f"{'generator':<26}{'NLL-oracle':>12}{'NLL-test':>12}")
+    print(f"{'oracle (its own test data)':<26}{oracle_floor:>12.3f}{'':>12}")
     for name, score, test, _ in rows:
         print(f"{name:<26}{score:>12.3f}{test:>12.3f}")
     for name, _, _, lines in rows:

@@ -55,8 +55,18 @@ def test_finetune_lstm_from_mle_and_stock_eval_lm(lm_data, mle_lstm, tmp_path):
     assert re.search(r"Perplexity: \d", proc.stderr + proc.stdout)
 
 
-def test_resume_matches_uninterrupted_run(lm_data, tmp_path):
-    args = [str(lm_data), *TINY_TRANSFORMER, *LM_DATA, *COMMON, *ADVERSARIAL,
+CRITERIA = {
+    "maligan_mixed": [],
+    "maligan_rollout": ["--criterion", "maligan_rollout", "--rollouts", "2"],
+    "seqgan": ["--criterion", "seqgan", "--rollouts", "2", "--prefix-init", "2",
+               "--rollout-refresh-updates", "3"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("criterion", sorted(CRITERIA))
+def test_resume_matches_uninterrupted_run(lm_data, tmp_path, criterion):
+    args = [str(lm_data), *TINY_TRANSFORMER, *LM_DATA, *COMMON, *ADVERSARIAL, *CRITERIA[criterion],
             "--disc-warmup-updates", "2", "--disc-steps", "2", "--save-interval-updates", "4",
             "--dropout", "0.1"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -67,8 +77,19 @@ def test_resume_matches_uninterrupted_run(lm_data, tmp_path):
 
     a = torch.load(straight / "checkpoint_last.pt", weights_only=True)
     b = torch.load(resumed / "checkpoint_last.pt", weights_only=True)
+    names = {"maligan_mixed": "MaliganMixedCriterion", "seqgan": "SeqGANCriterion",
+             "maligan_rollout": "MaliganRolloutCriterion"}
+    assert a["optimizer_history"][-1]["criterion_name"] == names[criterion]
     assert a["optimizer_history"][-1]["num_updates"] == 9
     assert b["optimizer_history"][-1]["num_updates"] == 9
     assert params_equal(a["model"], b["model"])
     assert params_equal(a["criterion"], b["criterion"])
     assert any(k.startswith("discriminator.") for k in a["criterion"])
+    if criterion == "seqgan":
+        assert any(k.startswith("policy.") for k in a["criterion"])
+
+    proc = run_cli("eval_lm", [
+        str(lm_data), "--path", str(resumed / "checkpoint_last.pt"), "--cpu",
+        "--tokens-per-sample", "32", "--max-tokens", "400",
+    ])
+    assert re.search(r"Perplexity: \d", proc.stderr + proc.stdout)

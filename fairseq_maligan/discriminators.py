@@ -38,6 +38,12 @@ class MaliganDiscriminatorConfig(FairseqDataclass):
     )
 
 
+def right_padded(tokens: Tensor, pad: int) -> Tensor:
+    """Rows with their padding moved to the right (fairseq left-pads sources)."""
+    order = tokens.eq(pad).to(torch.int8).argsort(dim=1, stable=True)
+    return tokens.gather(1, order)
+
+
 class CnnEncoder(nn.Module):
     """Text CNN: filters of several widths, ReLU, max over time, one highway layer."""
 
@@ -53,7 +59,7 @@ class CnnEncoder(nn.Module):
         self.highway = nn.Linear(self.output_dim, 2 * self.output_dim)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        x = self.embed(tokens).transpose(1, 2)
+        x = self.embed(right_padded(tokens, self.padding_idx)).transpose(1, 2)
         short = max(self.widths) - x.size(2)
         if short > 0:
             x = F.pad(x, (0, short))
@@ -78,6 +84,7 @@ class RnnEncoder(nn.Module):
         self.output_dim = 2 * cfg.hidden_dim
 
     def forward(self, tokens: Tensor) -> Tensor:
+        tokens = right_padded(tokens, self.padding_idx)
         lengths = tokens.ne(self.padding_idx).sum(dim=1).clamp(min=1).cpu()
         packed = nn.utils.rnn.pack_padded_sequence(
             self.embed(tokens), lengths, batch_first=True, enforce_sorted=False

@@ -255,11 +255,21 @@ def token_log_probs(
     """log p(row_t | row_<t) for every position of target-side ``rows``, with gradient.
 
     ``order`` maps each row to its batch row (for its first decoder input and, for
-    translation, its source). One teacher-forced forward through the (possibly
-    distributed) model; padding positions get 0.
+    translation, its source). One teacher-forced forward; an encoder-decoder model runs
+    its encoder once per batch row and reorders the output for the rows, except under
+    c10d DDP, whose gradient hooks need every forward to pass through the wrapper.
+    Padding positions get 0.
     """
     inputs = decoder_inputs(model, sample, rows, order)
-    net_output = _full_forward(model, _expand_sample(model, sample, order), inputs)
+    if is_encoder_decoder(model) and not isinstance(
+        getattr(model, "module", None), torch.nn.parallel.DistributedDataParallel
+    ):
+        net_input = sample["net_input"]
+        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        encoder_out = model.encoder.reorder_encoder_out(encoder_out, order)
+        net_output = model.decoder(inputs, encoder_out=encoder_out)[0]
+    else:
+        net_output = _full_forward(model, _expand_sample(model, sample, order), inputs)
     lprobs = model.get_normalized_probs((net_output, None), log_probs=True)
     picked = lprobs.gather(-1, rows.unsqueeze(-1)).squeeze(-1)
     return picked.masked_fill(rows.eq(model.decoder.dictionary.pad()), 0.0)

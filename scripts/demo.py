@@ -6,15 +6,14 @@
 4. from that checkpoint, trains for the same number of updates (a) MLE further and
    (b) ``maligan_mixed``;
 5. prints NLL-oracle (the oracle's NLL of 1,000 generator samples) and NLL-test (the
-   generator's NLL of held-out oracle data, from stock ``fairseq-eval-lm``), in nats
-   per token, with a few sample lines.
+   generator's NLL of held-out oracle data, equal to stock ``fairseq-eval-lm``'s with
+   ``--sample-break-mode eos``), in nats per token, with a few sample lines.
 
     python scripts/demo.py [--out demo_output] [--quick]
 """
 
 import argparse
 import logging
-import math
 import os
 import re
 import shutil
@@ -23,11 +22,16 @@ import sys
 import time
 
 import torch
-from fairseq import checkpoint_utils
 
 import fairseq_maligan
+from fairseq_maligan.evaluation import (
+    detokenize,
+    load_generator,
+    nll_oracle,
+    nll_test,
+    sample_rows,
+)
 from fairseq_maligan.oracle import Oracle
-from fairseq_maligan.sampling import sample_sentences
 
 PLUGIN = os.path.dirname(fairseq_maligan.__file__)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,28 +61,6 @@ def run(title: str, tool: str, args: list[str], log_path: str) -> str:
     return "".join(lines)
 
 
-def nll_test(data: str, checkpoint: str, log_path: str) -> float:
-    """Per-token NLL (nats) of the test split, from stock fairseq-eval-lm."""
-    out = run(f"fairseq-eval-lm {os.path.basename(os.path.dirname(checkpoint))}", "eval_lm", [
-        data, "--path", checkpoint, "--gen-subset", "test", "--cpu",
-        "--sample-break-mode", "eos", "--tokens-per-sample", "64", "--max-tokens", "8000",
-    ], log_path)
-    return float(re.search(r"Loss \(base 2\): ([0-9.]+)", out).group(1)) * math.log(2)
-
-
-def nll_oracle(checkpoint: str, oracle: Oracle, num: int, seed: int) -> tuple[float, list[str]]:
-    """NLL-oracle of ``num`` samples of a saved generator, and three sample lines."""
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint])
-    model = models[0]
-    rows = sample_sentences(
-        model, num, oracle.seq_len + 1, generator=torch.Generator().manual_seed(seed)
-    )
-    scores = oracle.score_rows(rows, oracle.ids_for(task.target_dictionary))
-    pad = task.target_dictionary.pad()
-    lines = [task.target_dictionary.string(row[row.ne(pad)]) for row in rows[:3]]
-    return float(scores["oracle_nll_sum"]) / max(int(scores["oracle_tokens"]), 1), lines
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(ROOT, "demo_output"))
@@ -95,7 +77,7 @@ def main() -> None:
         shutil.rmtree(os.path.join(out, stale), ignore_errors=True)
     os.makedirs(out, exist_ok=True)
 
-    print(f"== synthetic oracle: vocabulary {scale['vocab']}, length 20, LSTM hidden 32", flush=True)
+    print(f"== synthetic oracle: vocabulary {scale['vocab']}, length 20, LSTM hidden 32")
     subprocess.run([
         sys.executable, os.path.join(ROOT, "scripts", "make_oracle_data.py"), "--out", raw,
         "--vocab-size", str(scale["vocab"]), "--seq-len", "20", "--train", str(scale["train"]),
@@ -110,9 +92,10 @@ def main() -> None:
     # --user-dir in the MLE runs too: with torch >= 2.6, stock fairseq cannot reload its
     # own lstm_lm checkpoints; the plugin saves them in a form that stock tools load.
     generator = [
-        "--user-dir", PLUGIN, "--arch", "lstm_lm", "--decoder-embed-dim", "32", "--decoder-hidden-size", "32",
-        "--decoder-out-embed-dim", "32", "--sample-break-mode", "eos",
-        "--tokens-per-sample", "64", "--max-tokens", "2000", "--cpu", "--seed", str(args.seed),
+        "--user-dir", PLUGIN, "--arch", "lstm_lm", "--decoder-embed-dim", "32",
+        "--decoder-hidden-size", "32", "--decoder-out-embed-dim", "32",
+        "--sample-break-mode", "eos", "--tokens-per-sample", "64", "--max-tokens", "2000",
+        "--cpu", "--seed", str(args.seed),
         "--log-format", "simple", "--log-interval", "10", "--no-epoch-checkpoints",
         "--num-workers", "0",
     ]
@@ -143,19 +126,22 @@ def main() -> None:
         "--save-dir", maligan,
     ], os.path.join(out, "maligan.log"))
 
+    print("\n== evaluation: samples scored by the oracle, test data by each generator", flush=True)
     oracle = Oracle.load(f"{raw}/oracle.pt")
     with open(f"{raw}/test.txt") as test_file:
         test_ids = torch.tensor([[int(w[1:]) for w in line.split()] for line in test_file])
     oracle_floor = float(oracle.nll(test_ids).mean())
     rows = []
-    for name, directory, checkpoint in [
-        ("MLE (pretrained)", mle_dir, pretrained),
-        ("MLE (continued)", continued, os.path.join(continued, "checkpoint_last.pt")),
-        ("MaliGAN (maligan_mixed)", maligan, os.path.join(maligan, "checkpoint_last.pt")),
+    for name, checkpoint in [
+        ("MLE (pretrained)", pretrained),
+        ("MLE (continued)", os.path.join(continued, "checkpoint_last.pt")),
+        ("MaliGAN (maligan_mixed)", os.path.join(maligan, "checkpoint_last.pt")),
     ]:
-        test = nll_test(data, checkpoint, os.path.join(directory, "eval_lm.log"))
-        score, lines = nll_oracle(checkpoint, oracle, scale["samples"], args.seed)
-        rows.append((name, score, test, lines))
+        model, task = load_generator(checkpoint, data)
+        samples = sample_rows(model, scale["samples"], oracle.seq_len + 1, seed=args.seed)
+        score, _ = nll_oracle(oracle, samples, task.target_dictionary)
+        test = nll_test(model, task, "test")
+        rows.append((name, score, test, detokenize(samples[:3], task.target_dictionary)))
 
     print(f"\nResults ({scale['samples']} samples each; nats per token; lower is better)")
     print(f"{'generator':<26}{'NLL-oracle':>12}{'NLL-test':>12}")

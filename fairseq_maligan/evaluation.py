@@ -1,0 +1,262 @@
+"""Evaluating trained generators: samples, NLL-test, NLL-oracle, BLEU and temperature sweeps.
+
+Works on the checkpoints that ``fairseq-train`` writes (stock format, with or without the
+plugin), in-process and on CPU. NLLs are in nats per token. A temperature sweep traces a
+generator's quality-diversity curve (Caccia et al. 2018, "Language GANs falling short"):
+lowering the softmax temperature trades diversity for quality, so GANs and MLE should be
+compared as curves, not as single points.
+
+- oracle mode: quality = NLL-oracle of the samples (lower is better), diversity axis =
+  NLL-test under the same temperature (lower is better);
+- references mode: quality = BLEU-n of the samples against a reference text (higher is
+  better), diversity axis = self-BLEU-n of the samples (lower is more diverse).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from fairseq import checkpoint_utils
+from fairseq.data import Dictionary
+from fairseq.tasks import FairseqTask
+from torch import Tensor, nn
+
+from .errors import ConfigError
+from .metrics import ReferenceBLEU, self_bleu
+from .oracle import Oracle
+from .sampling import sample_sentences
+
+
+def load_generator(path: str, data: str | None = None) -> tuple[nn.Module, FairseqTask]:
+    """A saved generator checkpoint and its task, the model in eval mode on CPU.
+
+    ``data`` replaces the data directory recorded in the checkpoint (where the
+    dictionaries and binarised splits are looked up).
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"--path: no such checkpoint: {path}")
+    overrides = {} if data is None else {"data": data}
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [path], arg_overrides=overrides
+    )
+    return models[0].eval(), task
+
+
+def name_checkpoints(paths: Sequence[str], names: Sequence[str] | None = None) -> dict[str, str]:
+    """Display name -> checkpoint path; by default a path's last two components."""
+    if names is None:
+        names = [os.path.join(*os.path.normpath(p).split(os.sep)[-2:]) for p in paths]
+    if len(names) != len(paths):
+        raise ConfigError(f"--name: {len(names)} names for {len(paths)} --path checkpoints")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--name: checkpoint names must be distinct, got {list(names)}")
+    return dict(zip(names, paths))
+
+
+def sample_rows(
+    model: nn.Module, num: int, max_len: int, temperature: float = 1.0, seed: int = 1
+) -> Tensor:
+    """``num`` free-running samples (token rows, padded), reproducible from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return sample_sentences(model, num, max_len, temperature, generator=generator)
+
+
+def detokenize(rows: Tensor, dictionary: Dictionary) -> list[str]:
+    """Token rows to text, one string per row, padding and EOS dropped."""
+    pad = dictionary.pad()
+    return [dictionary.string(row, extra_symbols_to_ignore={pad}) for row in rows]
+
+
+def read_references(path: str) -> list[str]:
+    """The non-empty lines of a reference text file."""
+    try:
+        with open(path) as lines:
+            references = [line.strip() for line in lines if line.strip()]
+    except FileNotFoundError:
+        raise ConfigError(f"--references: no such file: {path}") from None
+    if not references:
+        raise ConfigError(f"--references: no sentences in {path}")
+    return references
+
+
+@torch.no_grad()
+def nll_test(
+    model: nn.Module,
+    task: FairseqTask,
+    split: str = "test",
+    temperature: float = 1.0,
+    max_tokens: int = 8000,
+) -> float:
+    """Mean per-token NLL (nats) of a binarised split under ``softmax(logits / temperature)``.
+
+    For language models. The split is cut into samples as the checkpoint's task says
+    (its ``--sample-break-mode``, ``eos`` for the generators here) and every target token
+    counts, EOS included, as in ``fairseq-eval-lm``: at temperature 1 this is its
+    "Loss (base 2)" times ln 2 when it is run with the same ``--sample-break-mode``
+    (its default, ``none``, scores blocks that run across sentences). Like the sampler,
+    the decoder's output is read as logits (adaptive softmax is not supported); the
+    softmax runs over the whole vocabulary, while the sampler also bans padding and BOS,
+    to which a trained model gives next to no probability.
+    """
+    try:
+        task.load_dataset(split)
+    except FileNotFoundError as error:
+        raise ConfigError(f"no binarised {split!r} split: {error}") from None
+    batches = task.eval_lm_dataloader(
+        task.dataset(split), max_tokens=max_tokens, max_positions=model.max_positions(),
+        num_workers=0,
+    )
+    pad = task.target_dictionary.pad()
+    total, count = 0.0, 0
+    for sample in batches:
+        logits = model(**sample["net_input"])[0].float() / temperature
+        lprobs = torch.log_softmax(logits, dim=-1)
+        target = sample["target"]
+        picked = lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        mask = target.ne(pad)
+        total -= float(picked[mask].sum())
+        count += int(mask.sum())
+    if count == 0:
+        raise ConfigError(f"split {split!r} has no tokens")
+    return total / count
+
+
+def nll_oracle(oracle: Oracle, rows: Tensor, dictionary: Dictionary) -> tuple[float, float]:
+    """NLL-oracle (nats per token) of sampled rows, and the fraction of invalid rows.
+
+    Invalid rows (shorter than the oracle's length or holding non-oracle symbols) are
+    left out of the NLL; the NLL is NaN when every row is invalid.
+    """
+    scores = oracle.score_rows(rows, oracle.ids_for(dictionary))
+    tokens = int(scores["oracle_tokens"])
+    nll = float(scores["oracle_nll_sum"]) / tokens if tokens else math.nan
+    return nll, scores["oracle_invalid_rows"] / max(scores["oracle_rows"], 1)
+
+
+def evaluate_generator(
+    model: nn.Module,
+    task: FairseqTask,
+    *,
+    num_samples: int,
+    max_len: int = 50,
+    temperature: float = 1.0,
+    seed: int = 1,
+    split: str | None = "test",
+    oracle: Oracle | None = None,
+    bleus: Mapping[int, ReferenceBLEU] | None = None,
+) -> dict[str, float]:
+    """The metrics of one generator at one temperature, from ``num_samples`` samples.
+
+    - ``split``: ``nll_test`` and ``perplexity`` (``exp(nll_test)``, base e) of that split;
+    - ``oracle``: ``nll_oracle`` and ``oracle_invalid`` (the fraction of invalid samples);
+    - ``bleus`` (max order -> reference set): ``bleu{n}`` against the references and
+      ``self_bleu{n}`` of the samples, for every order ``n``.
+    """
+    results: dict[str, float] = {}
+    if split is not None:
+        results["nll_test"] = nll_test(model, task, split, temperature)
+        results["perplexity"] = math.exp(results["nll_test"])
+    rows = sample_rows(model, num_samples, max_len, temperature, seed)
+    if oracle is not None:
+        results["nll_oracle"], results["oracle_invalid"] = nll_oracle(
+            oracle, rows, task.target_dictionary
+        )
+    if bleus:
+        lines = detokenize(rows, task.target_dictionary)
+        for order, bleu in bleus.items():
+            results[f"bleu{order}"] = bleu.score(lines)
+            results[f"self_bleu{order}"] = self_bleu(lines, order)
+    return results
+
+
+def temperature_sweep(
+    checkpoints: Mapping[str, str],
+    temperatures: Sequence[float],
+    num_samples: int,
+    *,
+    oracle: str | None = None,
+    references: str | None = None,
+    data: str | None = None,
+    split: str = "test",
+    max_order: int = 5,
+    max_len: int = 50,
+    seed: int = 1,
+) -> list[dict[str, Any]]:
+    """Quality and diversity of every checkpoint (name -> path) at every temperature.
+
+    Exactly one of ``oracle`` (an ``oracle.pt``; needs the binarised ``split``) and
+    ``references`` (a text file; BLEU-``max_order`` and self-BLEU-``max_order``) is
+    given. Returns one record per (checkpoint, temperature): ``name``, ``temperature``,
+    ``quality``, ``diversity``, the metric names behind them and every metric computed.
+    All points draw from the same seed.
+    """
+    if (oracle is None) == (references is None):
+        raise ConfigError("a temperature sweep needs exactly one of --oracle and --references")
+    if oracle is not None:
+        oracle_model, bleus, test_split = Oracle.load(oracle), None, split
+        quality, diversity = "nll_oracle", "nll_test"
+    else:
+        bleus = {max_order: ReferenceBLEU(read_references(references), max_order)}
+        oracle_model, test_split = None, None
+        quality, diversity = f"bleu{max_order}", f"self_bleu{max_order}"
+    records = []
+    for name, path in checkpoints.items():
+        model, task = load_generator(path, data)
+        for temperature in temperatures:
+            metrics = evaluate_generator(
+                model, task, num_samples=num_samples, max_len=max_len,
+                temperature=temperature, seed=seed, split=test_split,
+                oracle=oracle_model, bleus=bleus,
+            )
+            records.append({
+                "name": name, "temperature": temperature,
+                "quality": metrics[quality], "diversity": metrics[diversity],
+                "quality_metric": quality, "diversity_metric": diversity, **metrics,
+            })
+    return records
+
+
+def plot_sweep(records: Sequence[Mapping[str, Any]], path: str, xlabel: str, ylabel: str) -> None:
+    """Quality (x) against diversity (y), one curve per checkpoint, points labelled by T.
+
+    Draws on matplotlib's Agg canvas (no display needed); matplotlib is imported here
+    so that the other functions do not pay for it.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    names = dict.fromkeys(record["name"] for record in records)
+    for name in names:
+        points = sorted(
+            (r["temperature"], r["quality"], r["diversity"]) for r in records if r["name"] == name
+        )
+        axes.plot([p[1] for p in points], [p[2] for p in points], marker="o", label=name)
+        for temperature, x, y in points:
+            axes.annotate(f"T={temperature:g}", (x, y), textcoords="offset points",
+                          xytext=(4, 4), fontsize=8)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def format_table(records: Sequence[Mapping[str, Any]]) -> str:
+    """Records as a text table, one column per key (floats to 4 decimals, "-" if missing)."""
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    cells = [[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "-"))
+              for c in columns] for r in records]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = [columns, *cells]
+    return "\n".join(
+        "  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])])
+        for line in lines
+    )

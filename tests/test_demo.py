@@ -1,0 +1,25 @@
+"""The demo's quick mode runs end to end and prints its table with finite figures."""
+
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+@pytest.mark.slow
+def test_demo_quick_prints_results_table(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = dict(
+        (name.strip(), (float(a), float(b)))
+        for name, a, b in re.findall(r"^(MLE \(\w+\)|MaliGAN \(maligan_mixed\))\s+([\d.]+)\s+([\d.]+)$",
+                                     proc.stdout, re.MULTILINE)
+    )
+    assert set(rows) == {"MLE (pretrained)", "MLE (continued)", "MaliGAN (maligan_mixed)"}
+    assert all(math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0 for a, b in rows.values())

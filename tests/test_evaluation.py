@@ -1,0 +1,157 @@
+"""Evaluation: in-process NLL-test equals stock fairseq-eval-lm, temperature, the scripts."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import LM_DATA, PLUGIN, ROOT, TINY_LSTM, run_cli
+
+from fairseq_maligan.errors import ConfigError
+from fairseq_maligan.evaluation import (
+    detokenize,
+    load_generator,
+    nll_oracle,
+    nll_test,
+    sample_rows,
+)
+from fairseq_maligan.oracle import Oracle
+
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: threads only add contention
+
+
+@pytest.fixture(scope="module")
+def checkpoint(lm_data, tmp_path_factory) -> str:
+    """A tiny lstm_lm trained by MLE long enough to end its sentences properly."""
+    save_dir = tmp_path_factory.mktemp("eval_generator")
+    run_cli("train", [
+        str(lm_data), "--user-dir", PLUGIN, "--task", "language_modeling", *TINY_LSTM,
+        *LM_DATA, "--cpu", "--max-tokens", "400", "--seed", "7", "--num-workers", "0",
+        "--optimizer", "adam", "--lr", "0.03", "--max-update", "150",
+        "--disable-validation", "--save-interval", "1000", "--log-format", "simple",
+        "--save-dir", str(save_dir),
+    ], env=SINGLE_THREAD)
+    return str(save_dir / "checkpoint_last.pt")
+
+
+@pytest.fixture(scope="module")
+def generator(checkpoint, lm_data):
+    return load_generator(checkpoint, str(lm_data))
+
+
+def run_script(name: str, args: list[str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **SINGLE_THREAD},
+    )
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def test_nll_test_equals_stock_eval_lm(lm_data, checkpoint, generator):
+    # fairseq-eval-lm reads the split with its own --sample-break-mode (default "none":
+    # 32-token blocks across sentences); give it the training mode, which nll_test uses.
+    proc = run_cli("eval_lm", [
+        str(lm_data), "--path", checkpoint, "--gen-subset", "test", "--cpu",
+        "--sample-break-mode", "eos", "--tokens-per-sample", "32", "--max-tokens", "400",
+    ], env=SINGLE_THREAD)
+    stock_bits = float(re.search(r"Loss \(base 2\): ([0-9.]+)", proc.stdout + proc.stderr)[1])
+    model, task = generator
+    assert nll_test(model, task, "test") == pytest.approx(stock_bits * math.log(2), abs=1e-3)
+    assert not model.training
+
+
+def test_temperature_away_from_one_raises_nll_test(generator):
+    model, task = generator
+    at_one = nll_test(model, task, "test", temperature=1.0)
+    # T -> infinity flattens the softmax to uniform: NLL -> ln |V| exactly, which a
+    # trained model beats. T -> 0 puts all mass on the argmax: every test token that is
+    # not the model's first choice costs (max logit - its logit) / T, unbounded.
+    uniform = nll_test(model, task, "test", temperature=1e6)
+    assert uniform == pytest.approx(math.log(len(task.target_dictionary)), abs=1e-4)
+    assert at_one < nll_test(model, task, "test", temperature=20.0) < uniform
+    assert nll_test(model, task, "test", temperature=0.05) > at_one + 1.0
+
+
+def test_nll_oracle_of_the_oracle_data(lm_data, generator):
+    _, task = generator
+    dictionary = task.target_dictionary
+    raw = lm_data.parent / "raw"
+    oracle = Oracle.load(str(raw / "oracle.pt"))
+    lines = (raw / "test.txt").read_text().splitlines()
+    rows = torch.stack([dictionary.encode_line(line, add_if_not_exist=False) for line in lines])
+    nll, invalid = nll_oracle(oracle, rows, dictionary)
+    ids = torch.tensor([[int(word[1:]) for word in line.split()] for line in lines])
+    assert invalid == 0.0
+    assert nll == pytest.approx(float(oracle.nll(ids).mean()), rel=1e-6)
+    half_invalid = rows.clone()
+    half_invalid[::2, 3] = dictionary.eos()  # ends too early: unscorable
+    assert nll_oracle(oracle, half_invalid, dictionary)[1] == pytest.approx(0.5)
+
+
+def test_missing_checkpoint_is_a_config_error(tmp_path):
+    missing = str(tmp_path / "nope.pt")
+    with pytest.raises(ConfigError, match=re.escape(missing)):
+        load_generator(missing)
+
+
+def test_sample_script_writes_n_sentences(lm_data, checkpoint, generator, tmp_path):
+    output = tmp_path / "samples.txt"
+    run_script("sample.py", [
+        "--path", checkpoint, "--data", str(lm_data), "--num", "100", "--max-len", "20",
+        "--temperature", "0.9", "--seed", "3", "--output", str(output),
+    ])
+    lines = output.read_text().splitlines()
+    model, task = generator
+    dictionary = task.target_dictionary
+    assert len(lines) == 100
+    assert all(line.strip() for line in lines)
+    specials = {dictionary[i] for i in (dictionary.pad(), dictionary.eos(), dictionary.bos())}
+    for line in lines:
+        for token in line.split():
+            assert dictionary.index(token) != dictionary.unk() and token not in specials
+    # the same sentences as drawn in-process from the same seed
+    assert lines == detokenize(sample_rows(model, 100, 20, 0.9, seed=3), dictionary)
+
+
+def test_temperature_sweep_script_oracle_mode(lm_data, checkpoint, tmp_path):
+    records_path, plot_path = tmp_path / "sweep.json", tmp_path / "sweep.png"
+    run_script("temperature_sweep.py", [
+        "--path", checkpoint, checkpoint, "--name", "a", "b", "--data", str(lm_data),
+        "--oracle", str(lm_data.parent / "raw" / "oracle.pt"), "--temperatures", "0.7", "1.0",
+        "--num-samples", "50", "--output-json", str(records_path),
+        "--output-plot", str(plot_path),
+    ])
+    records = json.loads(records_path.read_text())
+    assert sorted((r["name"], r["temperature"]) for r in records) == [
+        ("a", 0.7), ("a", 1.0), ("b", 0.7), ("b", 1.0)
+    ]
+    for record in records:
+        assert record["quality"] == record["nll_oracle"] > 0
+        assert record["diversity"] == record["nll_test"] > 0
+    by_point = {(r["name"], r["temperature"]): r for r in records}
+    assert by_point["a", 0.7] == {**by_point["b", 0.7], "name": "a"}  # same seed, same draws
+    assert plot_path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_evaluate_script_with_references(lm_data, checkpoint, generator, tmp_path):
+    output = tmp_path / "results.json"
+    proc = run_script("evaluate.py", [
+        "--path", checkpoint, "--name", "mle", "--data", str(lm_data),
+        "--references", str(lm_data.parent / "raw" / "test.txt"), "--num-samples", "100",
+        "--output", str(output),
+    ])
+    assert proc.stdout.splitlines()[2].startswith("mle ")
+    (result,) = json.loads(output.read_text())["results"]
+    for order in (2, 3, 4, 5):
+        assert 0.0 <= result[f"bleu{order}"] <= 1.0
+        assert 0.0 <= result[f"self_bleu{order}"] <= 1.0
+    assert result["bleu2"] > result["bleu5"]
+    assert result["nll_test"] == pytest.approx(nll_test(*generator, "test"), abs=1e-9)
+    assert result["perplexity"] == pytest.approx(math.exp(result["nll_test"]))
+    assert "nll_oracle" not in result

@@ -16,10 +16,10 @@ def test_demo_quick_prints_results_table(tmp_path):
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = dict(
-        (name.strip(), (float(a), float(b)))
-        for name, a, b in re.findall(r"^(MLE \(\w+\)|MaliGAN \(maligan_mixed\))\s+([\d.]+)\s+([\d.]+)$",
-                                     proc.stdout, re.MULTILINE)
-    )
+    line = r"^(MLE \(\w+\)|MaliGAN \(maligan_mixed\))\s+([\d.]+)\s+([\d.]+)$"
+    rows = {
+        name: (float(a), float(b))
+        for name, a, b in re.findall(line, proc.stdout, re.MULTILINE)
+    }
     assert set(rows) == {"MLE (pretrained)", "MLE (continued)", "MaliGAN (maligan_mixed)"}
     assert all(math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0 for a, b in rows.values())

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from fairseq import metrics
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.tasks.language_modeling import LanguageModelingTask
+from fairseq.tasks.translation import TranslationTask
 from torch import Tensor
 
 from .discriminators import (
@@ -164,6 +166,12 @@ class AdversarialCriterion(FairseqCriterion):
     def __init__(self, cfg: AdversarialConfig, task) -> None:
         super().__init__(task)
         self.cfg = cfg
+        if not isinstance(task, (LanguageModelingTask, TranslationTask)):
+            raise ConfigError(
+                f"--criterion {getattr(cfg, '_name', None) or type(self).__name__} trains "
+                "language models and translation models: use --task language_modeling, "
+                f"translation or their maligan_ versions, not {type(task).__name__}"
+            )
         self._validate(cfg, max_target_positions(task))
         self.padding_idx = task.target_dictionary.pad()
         self.num_updates = 0

@@ -65,11 +65,46 @@ def lm_data(tmp_path_factory) -> Path:
     return make_oracle_dataset(tmp_path_factory.mktemp("oracle"))
 
 
+TINY_TRANSLATION_TRANSFORMER = [
+    "--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
+    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
+    "--decoder-ffn-embed-dim", "32", "--encoder-attention-heads", "2",
+    "--decoder-attention-heads", "2", "--share-all-embeddings",
+]
+TINY_TRANSLATION_LSTM = [
+    "--arch", "lstm", "--encoder-embed-dim", "16", "--encoder-hidden-size", "16",
+    "--decoder-embed-dim", "16", "--decoder-hidden-size", "16", "--decoder-out-embed-dim", "16",
+]
+TRANSLATION_DATA = ["--source-lang", "src", "--target-lang", "tgt"]
+
+
+@pytest.fixture(scope="session")
+def mt_data(tmp_path_factory) -> Path:
+    """A tiny reversal task: the target is the source sentence backwards."""
+    out = tmp_path_factory.mktemp("reverse")
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 300), ("valid", 40), ("test", 40)):
+        sources = []
+        for _ in range(count):
+            length = int(torch.randint(3, 9, (1,), generator=generator))
+            tokens = torch.randint(0, 20, (length,), generator=generator).tolist()
+            sources.append([f"s{t}" for t in tokens])
+        (out / f"{split}.src").write_text("".join(" ".join(s) + "\n" for s in sources))
+        (out / f"{split}.tgt").write_text("".join(" ".join(s[::-1]) + "\n" for s in sources))
+    run_cli("preprocess", [
+        *TRANSLATION_DATA, "--joined-dictionary", "--trainpref", str(out / "train"),
+        "--validpref", str(out / "valid"), "--testpref", str(out / "test"),
+        "--destdir", str(out / "bin"), "--workers", "1",
+    ])
+    return out / "bin"
+
+
 def build(data: Path, extra: list[str], task: str = "maligan_language_modeling"):
     """cfg, task, model and criterion built by fairseq from command-line arguments."""
     parser = options.get_training_parser()
+    data_args = LM_DATA if "language_modeling" in task else TRANSLATION_DATA
     args = options.parse_args_and_arch(
-        parser, [str(data), "--task", task, "--cpu", *LM_DATA, *extra]
+        parser, [str(data), "--task", task, "--cpu", *data_args, *extra]
     )
     cfg = convert_namespace_to_omegaconf(args)
     task_obj = tasks.setup_task(cfg.task)

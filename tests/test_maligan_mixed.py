@@ -5,6 +5,7 @@ import torch
 from conftest import TINY_TRANSFORMER, build, first_batch
 from fairseq.data import Dictionary
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel
+from fairseq.tasks.language_modeling import LanguageModelingTask
 
 import fairseq_maligan.criterions as criterions
 from fairseq_maligan.criterions import (
@@ -26,9 +27,11 @@ class UnigramDecoder(FairseqIncrementalDecoder):
         return self.theta.expand(prev_output_tokens.size(0), length, -1), None
 
 
-class FakeTask:
+class FakeTask(LanguageModelingTask):
+    """A language-modelling task with a dictionary and no data."""
+
     def __init__(self, dictionary):
-        self.source_dictionary = self.target_dictionary = dictionary
+        self.dictionary = self.output_dictionary = dictionary
 
     def max_positions(self):
         return 16

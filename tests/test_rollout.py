@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 from conftest import TINY_LSTM, TINY_TRANSFORMER, build, first_batch
-from test_maligan_mixed import unigram_setup
+from test_maligan_mixed import FakeTask, unigram_setup
 
 import fairseq_maligan.criterions as criterions
 from fairseq_maligan.sampling import rollout_scores, rollout_scores_naive, sample_continuations
@@ -23,9 +23,7 @@ def make_rollout_criterion(kind, **options):
         criterions.SeqGANCriterion if kind == "seqgan" else criterions.MaliganRolloutCriterion
     )
     cfg = config_class(**options)
-    task = type("Task", (), {"source_dictionary": dictionary, "target_dictionary": dictionary,
-                             "max_positions": lambda self: 16})()
-    return dictionary, model, criterion_class(cfg, task)
+    return dictionary, model, criterion_class(cfg, FakeTask(dictionary))
 
 
 def test_maligan_rollout_update_by_hand(monkeypatch):

@@ -141,7 +141,7 @@ def effective_sample_size(weights: Tensor) -> Tensor:
 TRAIN_LOG_KEYS = (
     "loss", "mle_loss", "mle_tokens", "maligan_loss", "disc_loss", "disc_updates",
     "disc_correct_real", "disc_real_rows", "disc_correct_fake", "disc_fake_rows",
-    "ess_sum", "ess_groups", "sample_len_sum", "sample_rows",
+    "ess_sum", "ess_groups", "sample_len_sum", "sample_rows", "skipped_updates",
 )
 
 
@@ -292,7 +292,25 @@ class AdversarialCriterion(FairseqCriterion):
             loss = loss + self._generator_loss(
                 model, sample, rows, order, active, prefix_len, fake_logits, logging_output
             )
+        if not bool(torch.isfinite(loss)):
+            return self._skip_update(model, loss, ntokens, logging_output)
         return loss, ntokens, logging_output
+
+    def _skip_update(self, model, loss: Tensor, ntokens: int, logging_output: dict):
+        """A non-finite loss (e.g. NaN discriminator logits) becomes a zero-gradient step.
+
+        Every gradient is zero, so ``maligan_adam`` skips both parameter groups and the
+        parameters stay as they were; training goes on with the next batch.
+        """
+        logger.warning(
+            "non-finite adversarial loss (%s) at update %d: update skipped, parameters unchanged",
+            float(loss), self.num_updates,
+        )
+        params = [p for p in (*model.parameters(), *self.discriminator.parameters())
+                  if p.requires_grad]
+        zero = sum(p.sum() for p in params) * 0.0
+        logging_output.update(dict.fromkeys(TRAIN_LOG_KEYS, 0), skipped_updates=1)
+        return zero, ntokens, logging_output
 
     def _generator_loss(
         self,
@@ -464,6 +482,8 @@ class AdversarialCriterion(FairseqCriterion):
         ratio("ess", "ess_sum", "ess_groups")
         ratio("sample_len", "sample_len_sum", "sample_rows")
         ratio("nll_oracle", "oracle_nll_sum", "oracle_tokens")
+        if total("skipped_updates") > 0:
+            metrics.log_scalar("skipped_updates", total("skipped_updates"), weight=0, round=0)
         ratio("oracle_invalid", "oracle_invalid_rows", "oracle_rows")
 
 

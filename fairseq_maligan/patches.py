@@ -9,6 +9,8 @@
 - ``PathManager.copy`` (how fairseq makes ``checkpoint_last.pt`` from the first file of
   a save) copies to a temporary file and renames it, so a process killed mid-copy never
   leaves a truncated checkpoint in place of a good one.
+- ``Trainer.load_checkpoint`` explains in one line why a checkpoint does not fit the
+  model (most often: it was trained with another dictionary).
 - torch's safe loader is told about the classes that fairseq's own checkpoints and its
   rank-to-rank state broadcast contain (``argparse.Namespace``, omegaconf containers).
 """
@@ -27,6 +29,8 @@ import torch
 from fairseq.file_io import PathManager
 from fairseq.tasks import TASK_DATACLASS_REGISTRY, FairseqTask
 from fairseq.trainer import Trainer
+
+from .errors import ConfigError
 
 STOCK_TASKS: dict[str, str] = {}
 """Plugin task name -> the stock fairseq task its checkpoints are saved under."""
@@ -68,6 +72,39 @@ def _state_dict(original):
     return state_dict
 
 
+def describe_mismatch(model: torch.nn.Module, filename: str) -> str:
+    """Why a checkpoint's generator does not fit the model built from the command line."""
+    state = torch.load(filename, map_location="cpu", weights_only=True)["model"]
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            if "embed_tokens" in key or "output_projection" in key:
+                return (
+                    f"{filename} was trained with a dictionary of {value.shape[0]} symbols, "
+                    f"the data has {own[key].shape[0]}: binarise the data with the "
+                    "checkpoint's dict.txt (fairseq-preprocess --srcdict)"
+                )
+            return (
+                f"{filename} does not fit the model built from --arch and its options: "
+                f"{key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here"
+            )
+    missing = sorted(set(own) - set(state))
+    return f"{filename} does not fit the model: it lacks {', '.join(missing[:3]) or 'nothing'}"
+
+
+def _load_checkpoint(original):
+    def load_checkpoint(self, filename, *args, **kwargs):
+        try:
+            return original(self, filename, *args, **kwargs)
+        except Exception as error:
+            if not str(error).startswith("Cannot load model parameters"):
+                raise
+            raise ConfigError(describe_mismatch(self.get_model(), filename)) from None
+
+    load_checkpoint.maligan_patched = True
+    return load_checkpoint
+
+
 def _atomic_copy(original):
     def copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
         if "://" in dst_path or (os.path.exists(dst_path) and not overwrite):
@@ -101,6 +138,8 @@ def apply() -> None:
         FairseqTask.train_step = _train_step(FairseqTask.train_step)
     if not getattr(Trainer.state_dict, "maligan_patched", False):
         Trainer.state_dict = _state_dict(Trainer.state_dict)
+    if not getattr(Trainer.load_checkpoint, "maligan_patched", False):
+        Trainer.load_checkpoint = _load_checkpoint(Trainer.load_checkpoint)
     if not getattr(PathManager.copy, "maligan_patched", False):
         PathManager.copy = staticmethod(_atomic_copy(PathManager.copy))
     _allow_safe_globals()

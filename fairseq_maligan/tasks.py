@@ -69,6 +69,24 @@ class MaliganLanguageModelingTask(SampleStatisticsMixin, LanguageModelingTask):
             return {}
         return self.oracle.score_rows(rows, self.oracle_table)
 
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        """Stock loading, plus one-line errors for data the criteria cannot train on."""
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
+        sizes = self.datasets[split].sizes
+        if len(sizes) == 0 or sizes.max() <= 1:
+            raise ConfigError(
+                f"the {split} split in {self.args.data} holds only empty lines (no tokens "
+                "besides EOS)"
+            )
+        limit = self.args.tokens_per_sample
+        too_long = int((sizes > limit).sum())
+        if too_long and not getattr(self.args, "skip_invalid_size_inputs_valid_test", False):
+            raise ConfigError(
+                f"{too_long} of {len(sizes)} {split} targets are longer than "
+                f"--tokens-per-sample {limit} (longest: {int(sizes.max())} tokens with EOS): "
+                "raise --tokens-per-sample or pass --skip-invalid-size-inputs-valid-test"
+            )
+
     @classmethod
     def setup_task(cls, args, **kwargs):
         check_data_dir(args.data)

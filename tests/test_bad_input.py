@@ -1,7 +1,10 @@
 """Bad options stop with one line that names the option, not a traceback."""
 
+import re
+
 import pytest
-from conftest import LM_DATA, PLUGIN, TINY_TRANSFORMER, build, run_cli
+import torch
+from conftest import LM_DATA, PLUGIN, TINY_TRANSFORMER, build, make_oracle_dataset, run_cli
 
 from fairseq_maligan.errors import ConfigError
 
@@ -48,3 +51,61 @@ def test_command_line_prints_one_line(lm_data, tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         "fairseq-maligan: error: --num-samples must be at least 1, got 0"
     )
+
+
+def test_unsupported_task_is_named():
+    from fairseq.tasks import FairseqTask
+
+    from fairseq_maligan.criterions import MaliganMixedConfig, MaliganMixedCriterion
+
+    with pytest.raises(ConfigError, match="--criterion maligan_mixed .* not FairseqTask"):
+        MaliganMixedCriterion(MaliganMixedConfig(_name="maligan_mixed"), FairseqTask(None))
+
+
+def test_target_longer_than_tokens_per_sample_is_named(lm_data):
+    with pytest.raises(ConfigError, match="longer than --tokens-per-sample 5"):
+        build(lm_data, TINY_TRANSFORMER + ADVERSARIAL + ["--tokens-per-sample", "5"])
+
+
+def test_empty_lines_train_and_an_empty_split_is_named(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "train.txt").write_text("a b c\n\nb c\n\n\nc a b a\n" * 5)
+    (raw / "valid.txt").write_text("a b\n\n")
+    (raw / "test.txt").write_text("\n\n\n")
+    run_cli("preprocess", [
+        "--only-source", "--trainpref", str(raw / "train.txt"), "--validpref",
+        str(raw / "valid.txt"), "--testpref", str(raw / "test.txt"),
+        "--destdir", str(tmp_path / "bin"), "--workers", "1",
+    ])
+    _, task, model, criterion = build(
+        tmp_path / "bin", TINY_TRANSFORMER + ADVERSARIAL + ["--prefix-init", "0"]
+    )
+    dataset = task.dataset("train")
+    batch = dataset.collater([dataset[i] for i in range(6)])
+    assert (batch["target"].ne(task.target_dictionary.pad()).sum(1) == 1).any()
+    criterion.set_num_updates(0)
+    loss, _, log = criterion(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and int(log["disc_fake_rows"]) == 6 * 4
+    with pytest.raises(ConfigError, match="test split .* only empty lines"):
+        task.load_dataset("test")
+
+
+def test_checkpoint_with_another_dictionary_is_named(lm_data, tmp_path):
+    other = make_oracle_dataset(tmp_path / "other", vocab=70, seq_len=6, train=40, valid=10)
+    run_cli("train", [
+        str(other), "--task", "language_modeling", *TINY_TRANSFORMER, *LM_DATA, "--cpu",
+        "--optimizer", "adam", "--lr", "0.01", "--max-tokens", "400", "--max-update", "1",
+        "--save-dir", str(tmp_path / "mle"),
+    ])
+    proc = run_cli("train", [
+        str(lm_data), "--user-dir", PLUGIN, "--task", "maligan_language_modeling",
+        *TINY_TRANSFORMER, *LM_DATA, *ADVERSARIAL, "--cpu", "--max-update", "1",
+        "--finetune-from-model", str(tmp_path / "mle" / "checkpoint_last.pt"),
+        "--save-dir", str(tmp_path / "adv"),
+    ], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    found = re.search(r"error: .*checkpoint_last.pt was trained with a dictionary of (\d+) "
+                      r"symbols, the data has (\d+)", proc.stderr.strip().splitlines()[-1])
+    assert found and found.group(1) != found.group(2)

@@ -133,6 +133,13 @@ def importance_weights(disc_logits: Tensor, num_samples: int) -> Tensor:
     return torch.softmax(disc_logits.detach().float().view(-1, num_samples), dim=1)
 
 
+def discriminator_bce(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """L_D = -mean log D(y) - mean log(1 - D(x)), in logit form (never log(sigmoid))."""
+    return F.binary_cross_entropy_with_logits(
+        real_logits, torch.ones_like(real_logits)
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+
+
 def effective_sample_size(weights: Tensor) -> Tensor:
     """1 / sum_j w_j^2 for each group (between 1 and m)."""
     return 1.0 / weights.pow(2).sum(dim=1)
@@ -388,10 +395,8 @@ class AdversarialCriterion(FairseqCriterion):
     def discriminator_loss(
         self, real_logits: Tensor, fake_logits: Tensor, logging_output: dict
     ) -> Tensor:
-        """L_D = -mean log D(y) - mean log(1 - D(x)), in logit form."""
-        loss = F.binary_cross_entropy_with_logits(
-            real_logits, torch.ones_like(real_logits)
-        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        """The discriminator's loss on this step's rows, logged with its accuracies."""
+        loss = discriminator_bce(real_logits, fake_logits)
         logging_output.update(
             disc_loss=loss.detach(),
             disc_updates=1,

@@ -1,0 +1,56 @@
+"""Write a copy of a checkpoint that fairseq's ``from_pretrained`` loads without the plugin.
+
+    python scripts/export_generator.py checkpoints/maligan/checkpoint_best.pt generator.pt
+
+The copy keeps the generator's weights and configuration only: the criterion state (the
+discriminator, a rollout policy), the optimizer state and the training meters are
+dropped, the task is the stock one (``language_modeling`` or ``translation``) and a
+legacy architecture's config is a plain dict, so it loads with torch's safe
+``weights_only`` loading. Then, for example:
+
+    TransformerLanguageModel.from_pretrained(folder, "generator.pt", data_name_or_path=DATA)
+"""
+
+import argparse
+import os
+
+import torch
+
+from fairseq_maligan.errors import ConfigError
+from fairseq_maligan.patches import stock_checkpoint_cfg
+
+
+def export(source: str, target: str) -> None:
+    """Save the stock generator of checkpoint ``source`` to ``target``."""
+    if not os.path.isfile(source):
+        raise ConfigError(f"no such checkpoint: {source}")
+    state = torch.load(source, map_location="cpu", weights_only=True)
+    history = state.get("optimizer_history") or [{}]
+    exported = {
+        "args": None,
+        "cfg": stock_checkpoint_cfg(state["cfg"]),
+        "model": state["model"],
+        "criterion": None,
+        "optimizer_history": [{
+            "criterion_name": "CrossEntropyCriterion",
+            "optimizer_name": history[-1].get("optimizer_name", "FairseqAdam"),
+            "lr_scheduler_state": {},
+            "num_updates": history[-1].get("num_updates", 0),
+        }],
+        "task_state": {},
+        "extra_state": {},
+    }
+    torch.save(exported, target)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("output")
+    args = parser.parse_args()
+    export(args.checkpoint, args.output)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

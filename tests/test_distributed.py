@@ -1,0 +1,86 @@
+"""Two ranks on CPU (gloo, legacy_ddp): each criterion keeps both ranks identical."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import LM_DATA, PLUGIN, ROOT, TINY_TRANSFORMER, params_equal, run_cli
+
+COMMON = ["--cpu", "--max-tokens", "300", "--seed", "5", "--num-workers", "0",
+          "--log-format", "simple", "--log-interval", "1"]
+ADVERSARIAL = [
+    "--user-dir", PLUGIN, "--task", "maligan_language_modeling", "--optimizer", "maligan_adam",
+    "--lr", "0.003", "--disc-lr", "0.003", "--num-samples", "2", "--prefix-init", "3",
+    "--prefix-decay", "1", "--prefix-decay-updates", "2", "--disc-hidden-dim", "8",
+    "--disc-embed-dim", "8", "--disc-warmup-updates", "1",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_two_ranks(args: list[str]) -> None:
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "rank_launcher.py"), *args,
+             "--distributed-world-size", "2", "--distributed-rank", str(rank),
+             "--distributed-init-method", f"tcp://127.0.0.1:{port}",
+             "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
+             "--distributed-no-spawn"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    for rank, (proc, out) in enumerate(zip(procs, outputs)):
+        assert proc.returncode == 0, f"rank {rank} failed:\n{out[-5000:]}"
+
+
+def ranks_agree(save_dir, updates: int) -> dict:
+    states = [torch.load(save_dir / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert states[0]["num_updates"] == states[1]["num_updates"] == updates
+    assert params_equal(states[0]["model"], states[1]["model"])
+    assert params_equal(states[0]["criterion"], states[1]["criterion"])
+    return states[0]
+
+
+@pytest.fixture(scope="module")
+def mle_checkpoint(lm_data, tmp_path_factory):
+    save_dir = tmp_path_factory.mktemp("dist_mle")
+    run_cli("train", [str(lm_data), "--task", "language_modeling", *TINY_TRANSFORMER, *LM_DATA,
+                      *COMMON, "--optimizer", "adam", "--lr", "0.01", "--max-update", "4",
+                      "--save-dir", str(save_dir)])
+    return save_dir / "checkpoint_last.pt"
+
+
+@pytest.mark.slow
+def test_two_ranks_finetune_and_resume_stay_identical(lm_data, mle_checkpoint, tmp_path):
+    args = [str(lm_data), *TINY_TRANSFORMER, *LM_DATA, *COMMON, *ADVERSARIAL,
+            "--criterion", "maligan_mixed", "--finetune-from-model", str(mle_checkpoint),
+            "--save-dir", str(tmp_path), "--save-interval-updates", "3"]
+    run_two_ranks([*args, "--max-update", "5"])
+    first = ranks_agree(tmp_path, 5)
+    start = torch.load(mle_checkpoint, weights_only=True)["model"]
+    assert not params_equal(start, first["model"]), "the generator did not move"
+    run_two_ranks([*args, "--max-update", "8"])  # resumes from checkpoint_last.pt
+    resumed = ranks_agree(tmp_path, 8)
+    assert not params_equal(first["criterion"], resumed["criterion"]), "D did not move"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("criterion", ["maligan_rollout", "seqgan"])
+def test_two_ranks_rollout_criteria_stay_identical(lm_data, tmp_path, criterion):
+    run_two_ranks([str(lm_data), *TINY_TRANSFORMER, *LM_DATA, *COMMON, *ADVERSARIAL,
+                   "--criterion", criterion, "--rollouts", "2", "--max-update", "4",
+                   "--save-dir", str(tmp_path)])
+    state = ranks_agree(tmp_path, 4)
+    if criterion == "seqgan":
+        assert any(key.startswith("policy.") for key in state["criterion"])

@@ -33,7 +33,7 @@ def run_cli(tool: str, args: list[str], cwd: Path | None = None, check: bool = T
     proc = subprocess.run(
         [sys.executable, "-m", f"fairseq_cli.{tool}", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **(env or {})},
     )
     if check and proc.returncode != 0:
         raise AssertionError(

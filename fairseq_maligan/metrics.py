@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sacrebleu.metrics.bleu import BLEU
 from sacrebleu.metrics.helpers import extract_all_word_ngrams
@@ -33,14 +34,15 @@ from .errors import ConfigError
 Ngram = tuple[str, ...]
 
 
-def _make_bleu(
+def make_bleu(
     max_order: int,
-    smooth_method: str,
-    smooth_value: float | None,
-    tokenize: str,
-    lowercase: bool,
-    effective_order: bool,
+    smooth_method: str = "floor",
+    smooth_value: float | None = None,
+    tokenize: str = "none",
+    lowercase: bool = False,
+    effective_order: bool = True,
 ) -> BLEU:
+    """The sacrebleu scorer behind both metrics; its options are theirs (see module doc)."""
     if max_order < 1:
         raise ConfigError(f"BLEU max n-gram order must be at least 1, got {max_order}")
     if smooth_method not in BLEU.SMOOTH_DEFAULTS:
@@ -79,23 +81,11 @@ class ReferenceBLEU:
     in Texygen); ``tokenize='none'`` splits on whitespace only, for pre-tokenised text.
     """
 
-    def __init__(
-        self,
-        references: Sequence[str],
-        max_order: int = 4,
-        *,
-        smooth_method: str = "floor",
-        smooth_value: float | None = None,
-        tokenize: str = "none",
-        lowercase: bool = False,
-        effective_order: bool = True,
-    ) -> None:
+    def __init__(self, references: Sequence[str], max_order: int = 4, **options: Any) -> None:
         if len(references) == 0:
             raise ConfigError("ReferenceBLEU needs at least one reference sentence")
         self.max_order = max_order
-        self._bleu = _make_bleu(
-            max_order, smooth_method, smooth_value, tokenize, lowercase, effective_order
-        )
+        self._bleu = make_bleu(max_order, **options)
         info = self._bleu._extract_reference_info(
             [self._bleu._preprocess_segment(ref) for ref in references]
         )
@@ -114,16 +104,7 @@ class ReferenceBLEU:
         return sum(self.sentence_score(h) for h in hypotheses) / len(hypotheses)
 
 
-def self_bleu(
-    sentences: Sequence[str],
-    max_order: int = 4,
-    *,
-    smooth_method: str = "floor",
-    smooth_value: float | None = None,
-    tokenize: str = "none",
-    lowercase: bool = False,
-    effective_order: bool = True,
-) -> float:
+def self_bleu(sentences: Sequence[str], max_order: int = 4, **options: Any) -> float:
     """Self-BLEU-n (0..1): mean BLEU of each sentence against all the other sentences.
 
     A diversity measure: identical sentences give 1.0. Equal to calling sacrebleu on each
@@ -132,11 +113,11 @@ def self_bleu(
     the maximum over the *other* sentences is the second count for the holder and the largest
     for everyone else. Lengths are kept with multiplicity so that a sentence's own length
     drops out of the brevity penalty's candidates only when no other sentence has it.
-    Options are those of :class:`ReferenceBLEU`.
+    ``options`` are those of :func:`make_bleu`.
     """
     if len(sentences) < 2:
         raise ConfigError(f"self-BLEU needs at least two sentences, got {len(sentences)}")
-    bleu = _make_bleu(max_order, smooth_method, smooth_value, tokenize, lowercase, effective_order)
+    bleu = make_bleu(max_order, **options)
     texts = [bleu._preprocess_segment(s) for s in sentences]
 
     sentence_ngrams: list[Counter] = []

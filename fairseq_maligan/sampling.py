@@ -97,6 +97,28 @@ class DecoderState:
         return forked
 
 
+class RecomputeState:
+    """:class:`DecoderState`'s interface without any cache: each step reruns the model
+    on the whole sequence. The reference that the tests and ``scripts/bench.py`` hold
+    the incremental decoder to (same random draws, same samples)."""
+
+    def __init__(self, model: torch.nn.Module, sample: dict, order: Tensor | None = None) -> None:
+        self.model, self.sample = model, sample
+        self.order = order if order is not None else torch.arange(
+            sample["target"].size(0), device=sample["target"].device
+        )
+
+    def next_logits(self, inputs: Tensor) -> Tensor:
+        encoder_input = _expand_sample(self.model, self.sample, self.order)
+        return _full_forward(self.model, encoder_input, inputs)[:, -1, :]
+
+    def reorder(self, order: Tensor) -> None:
+        self.order = self.order[order]
+
+    def fork(self, order: Tensor) -> RecomputeState:
+        return RecomputeState(self.model, self.sample, self.order[order])
+
+
 def banned_tokens(model: torch.nn.Module) -> tuple[int, ...]:
     """Tokens a sampler never emits: padding and BOS."""
     dictionary = model.decoder.dictionary
@@ -143,6 +165,7 @@ def sample_continuations(
     max_len: int | None = None,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    recompute_prefix: bool = False,
 ) -> Tensor:
     """Clamp the first ``prefix_len`` target tokens of each row and sample continuations.
 
@@ -150,7 +173,8 @@ def sample_continuations(
     tokens up to and including EOS, then padding. ``max_len`` (default: the batch's
     target width) bounds the length. Rows no longer than ``prefix_len`` come back as
     their clamped target. The model is sampled in eval mode (no dropout) and left in
-    the mode it was in.
+    the mode it was in. ``recompute_prefix`` decodes without a cache
+    (:class:`RecomputeState`, the reference implementation).
     """
     target = sample["target"]
     max_len = target.size(1) if max_len is None else max_len
@@ -161,10 +185,10 @@ def sample_continuations(
     was_training = model.training
     model.eval()
     try:
-        state = DecoderState(model, sample)
+        state = (RecomputeState if recompute_prefix else DecoderState)(model, sample)
         prefix = target[:, :prefix_len]
         tokens = torch.cat([first_decoder_input(model, sample), prefix], dim=1)
-        for t in range(prefix_len):
+        for t in range(0 if recompute_prefix else prefix_len):
             state.next_logits(tokens[:, : t + 1])
         finished = prefix.eq(eos).any(dim=1) | prefix.eq(pad).any(dim=1)
         order = torch.arange(target.size(0), device=target.device)
@@ -176,51 +200,6 @@ def sample_continuations(
     finally:
         model.train(was_training)
     return rows[:, 1:]
-
-
-@torch.no_grad()
-def sample_naive(
-    model: torch.nn.Module,
-    sample: dict,
-    prefix_len: int,
-    num_samples: int,
-    max_len: int | None = None,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Reference sampler: recomputes the whole sequence at every step (no cache).
-
-    Same contract and, given the same random draws, the same output as
-    :func:`sample_continuations`; the tests and ``scripts/bench.py`` compare the two.
-    """
-    target = sample["target"]
-    max_len = target.size(1) if max_len is None else max_len
-    prefix_len = min(prefix_len, max_len)
-    dictionary = model.decoder.dictionary
-    pad, eos = dictionary.pad(), dictionary.eos()
-    banned = banned_tokens(model)
-
-    was_training = model.training
-    model.eval()
-    try:
-        order = torch.arange(target.size(0), device=target.device)
-        order = order.repeat_interleave(num_samples)
-        expanded = _expand_sample(model, sample, order)
-        prefix = target[order, :prefix_len]
-        tokens = torch.cat([first_decoder_input(model, sample)[order], prefix], dim=1)
-        finished = prefix.eq(eos).any(dim=1) | prefix.eq(pad).any(dim=1)
-        for _ in range(prefix_len, max_len):
-            if bool(finished.all()):
-                break
-            logits = _full_forward(model, expanded, tokens)[:, -1, :]
-            uniform = torch.rand(logits.size(0), generator=generator, device=logits.device)
-            step = draw_tokens(logits, uniform, temperature, banned)
-            step = step.masked_fill_(finished, pad)
-            finished |= step.eq(eos)
-            tokens = torch.cat([tokens, step.unsqueeze(1)], dim=1)
-    finally:
-        model.train(was_training)
-    return tokens[:, 1:]
 
 
 def _expand_sample(model: torch.nn.Module, sample: dict, order: Tensor) -> dict:
@@ -316,6 +295,7 @@ def rollout_scores(
     num_rollouts: int,
     score: ScoreFn,
     generator: torch.Generator | None = None,
+    recompute_prefix: bool = False,
 ) -> Tensor:
     """Monte-Carlo rollouts: ``score`` of R completions of every prefix ``rows[:, :t+1]``.
 
@@ -325,20 +305,25 @@ def rollout_scores(
     and rollouts in one batched incremental decode. A row that already ended by ``t``
     completes as itself, so its value is its own score. Returns (n, L, R); entries
     before ``start`` are zero.
+
+    ``recompute_prefix`` selects the reference implementation of the tests and
+    ``scripts/bench.py``: every completion recomputes its whole prefix at every step
+    (:class:`RecomputeState`); given the same random draws the values are the same.
     """
     count, width = rows.shape
     values = rows.new_zeros(count, width, num_rollouts, dtype=torch.float)
     pad, eos = policy.decoder.dictionary.pad(), policy.decoder.dictionary.eos()
+    ended = torch.cumsum(rows.eq(eos) | rows.eq(pad), dim=1).gt(0)
+    expand = torch.arange(count, device=rows.device).repeat_interleave(num_rollouts)
     was_training = policy.training
     policy.eval()
     try:
-        state = DecoderState(policy, sample)
+        state = (RecomputeState if recompute_prefix else DecoderState)(policy, sample)
         state.reorder(order)
         inputs = torch.cat([first_decoder_input(policy, sample)[order], rows], dim=1)
-        ended = torch.cumsum(rows.eq(eos) | rows.eq(pad), dim=1).gt(0)
-        expand = torch.arange(count, device=rows.device).repeat_interleave(num_rollouts)
         for t in range(width):
-            state.next_logits(inputs[:, : t + 1])  # consumed: first input, x_0 .. x_{t-1}
+            if not recompute_prefix:
+                state.next_logits(inputs[:, : t + 1])  # consumed: first input, x_0 .. x_{t-1}
             if t < start:
                 continue
             if t > 0 and bool(ended[:, t - 1].all()):
@@ -350,39 +335,4 @@ def rollout_scores(
             values[:, t] = score(completions, order[expand]).float().view(count, -1)
     finally:
         policy.train(was_training)
-    return values
-
-
-@torch.no_grad()
-def rollout_scores_naive(
-    policy: torch.nn.Module,
-    sample: dict,
-    rows: Tensor,
-    order: Tensor,
-    start: int,
-    num_rollouts: int,
-    score: ScoreFn,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Reference rollouts: every completion recomputes its whole prefix at each step.
-
-    Same contract and, given the same random draws, the same values as
-    :func:`rollout_scores`; the tests and ``scripts/bench.py`` compare the two.
-    """
-    count, width = rows.shape
-    values = rows.new_zeros(count, width, num_rollouts, dtype=torch.float)
-    pad, eos = policy.decoder.dictionary.pad(), policy.decoder.dictionary.eos()
-    ended = torch.cumsum(rows.eq(eos) | rows.eq(pad), dim=1).gt(0)
-    row_sample = {
-        "net_input": {k: v[order] for k, v in sample["net_input"].items()},
-        "target": rows,
-    }
-    expand = torch.arange(count, device=rows.device).repeat_interleave(num_rollouts)
-    for t in range(start, width):
-        if t > 0 and bool(ended[:, t - 1].all()):
-            break
-        completions = sample_naive(
-            policy, row_sample, t + 1, num_rollouts, width, generator=generator
-        )
-        values[:, t] = score(completions, order[expand]).float().view(count, -1)
     return values

@@ -23,6 +23,9 @@ test: $(STAMP)
 	$(BIN)/ruff check fairseq_maligan scripts tests
 	$(BIN)/python -m pytest -q tests
 
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check fairseq_maligan scripts tests examples
 

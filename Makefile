@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP)
-	$(BIN)/ruff check fairseq_maligan scripts tests
+	$(BIN)/ruff check fairseq_maligan scripts tests examples
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

@@ -72,9 +72,9 @@ QUICK = Scale(
     num_samples=4, prefix_init=10, disc_dim=32, log_interval=20,
 )
 FULL = Scale(
-    train_sentences=None, vocab=8000, layers=3, dim=256, ffn=1024, heads=4, dropout=0.1,
-    mle_lr=1e-3, mle_warmup=400, mle_updates=3600, mle_max_tokens=4096,
-    finetune_lr=1e-4, finetune_updates=300, finetune_max_tokens=2048,
+    train_sentences=None, vocab=8000, layers=3, dim=256, ffn=512, heads=4, dropout=0.1,
+    mle_lr=1e-3, mle_warmup=400, mle_updates=1100, mle_max_tokens=4096,
+    finetune_lr=1e-4, finetune_updates=200, finetune_max_tokens=2048,
     num_samples=4, prefix_init=10, disc_dim=64, log_interval=50,
 )
 
@@ -108,7 +108,7 @@ class Experiment:
         print(f"\n== {stage}: fairseq-{tool}", flush=True)
         started = time.time()
         lines: list[str] = []
-        with open(log_path, "w") as log:
+        with open(log_path, "w", buffering=1) as log:
             proc = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 env=self.env, cwd=ROOT,
@@ -365,9 +365,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: examples/translation/output/quick "
                         "or .../full)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="OMP_NUM_THREADS / MKL_NUM_THREADS of the fairseq processes")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP_NUM_THREADS / MKL_NUM_THREADS of the fairseq processes "
+                        "(default 1: see README.md)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log-interval", type=int, help="override fairseq's --log-interval")
     parser.add_argument("--mle-updates", type=int, help="override the MLE updates")
     parser.add_argument("--finetune-updates", type=int,
                         help="override the updates of each fine-tuning run")
@@ -393,7 +395,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     args = parse_args()
     scale = QUICK if args.quick else FULL
-    overrides = {"mle_updates": args.mle_updates, "finetune_updates": args.finetune_updates}
+    overrides = {"mle_updates": args.mle_updates, "finetune_updates": args.finetune_updates,
+                 "log_interval": args.log_interval}
     scale = dataclasses.replace(scale, **{k: v for k, v in overrides.items() if v is not None})
     started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ compared as curves, not as single points.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,16 @@ from .errors import ConfigError
 from .metrics import ReferenceBLEU, self_bleu
 from .oracle import Oracle
 from .sampling import sample_sentences
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--path``/``--name``/``--data``/``--split``, shared by the evaluation scripts."""
+    parser.add_argument("--path", action="extend", nargs="+", required=True,
+                        help="generator checkpoint(s)")
+    parser.add_argument("--name", action="extend", nargs="+",
+                        help="one display name per --path")
+    parser.add_argument("--data", help="data directory (default: each checkpoint's)")
+    parser.add_argument("--split", default="test", help="binarised split for NLL-test")
 
 
 def load_generator(path: str, data: str | None = None) -> tuple[nn.Module, FairseqTask]:

@@ -24,6 +24,7 @@ import json
 import logging
 
 from fairseq_maligan.evaluation import (
+    add_checkpoint_arguments,
     evaluate_generator,
     format_table,
     load_generator,
@@ -36,12 +37,7 @@ from fairseq_maligan.oracle import Oracle
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--path", action="extend", nargs="+", required=True,
-                        help="generator checkpoint(s)")
-    parser.add_argument("--name", action="extend", nargs="+",
-                        help="one display name per --path")
-    parser.add_argument("--data", help="data directory (default: each checkpoint's)")
-    parser.add_argument("--split", default="test", help="binarised split for NLL-test")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--oracle", help="oracle.pt of synthetic data: NLL-oracle")
     parser.add_argument("--references", help="reference text, one sentence a line: BLEU")
     parser.add_argument("--num-samples", type=int, default=1000)

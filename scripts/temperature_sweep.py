@@ -23,6 +23,7 @@ import json
 import logging
 
 from fairseq_maligan.evaluation import (
+    add_checkpoint_arguments,
     format_table,
     name_checkpoints,
     plot_sweep,
@@ -32,12 +33,7 @@ from fairseq_maligan.evaluation import (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--path", action="extend", nargs="+", required=True,
-                        help="generator checkpoint(s)")
-    parser.add_argument("--name", action="extend", nargs="+",
-                        help="one display name per --path")
-    parser.add_argument("--data", help="data directory (default: each checkpoint's)")
-    parser.add_argument("--split", default="test", help="binarised split for NLL-test")
+    add_checkpoint_arguments(parser)
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--oracle", help="oracle.pt of synthetic data")
     mode.add_argument("--references", help="reference text, one sentence a line")

@@ -132,12 +132,14 @@ def continue_rows(
     max_len: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    first_logits: Tensor | None = None,
 ) -> Tensor:
     """Extend decoder-input rows ``tokens`` by sampling until EOS or ``max_len`` targets.
 
     ``tokens`` holds the first decoder input and the tokens so far (rows, 1 + t), and
-    ``state`` has consumed all but its last column. Finished rows get padding.
-    Returns the grown rows (rows, 1 + length), length <= ``max_len``.
+    ``state`` has consumed all but its last column, or all of them when
+    ``first_logits`` (the distribution after the last column) is given. Finished rows
+    get padding. Returns the grown rows (rows, 1 + length), length <= ``max_len``.
     """
     dictionary = state.model.decoder.dictionary
     pad, eos = dictionary.pad(), dictionary.eos()
@@ -147,7 +149,8 @@ def continue_rows(
     for _ in range(tokens.size(1) - 1, max_len):
         if bool(finished.all()):
             break
-        logits = state.next_logits(current)
+        logits = state.next_logits(current) if first_logits is None else first_logits
+        first_logits = None
         uniform = torch.rand(logits.size(0), generator=generator, device=logits.device)
         step = draw_tokens(logits, uniform, temperature, banned)
         step = step.masked_fill_(finished, pad)
@@ -300,9 +303,9 @@ def rollout_scores(
     """Monte-Carlo rollouts: ``score`` of R completions of every prefix ``rows[:, :t+1]``.
 
     ``rows`` are target-side rows taken from batch rows ``order``. For each step
-    ``t >= start`` the policy's decoder state after ``rows[:, :t]`` is forked R times
-    (no prefix is recomputed), fed ``rows[:, t]`` and completed by sampling, all rows
-    and rollouts in one batched incremental decode. A row that already ended by ``t``
+    ``t >= start`` the policy's decoder state after ``rows[:, :t+1]`` is forked R times
+    (no prefix is recomputed, ``rows[:, t]`` is fed once for all R) and completed by
+    sampling, all rows and rollouts in one batched incremental decode. A row that already ended by ``t``
     completes as itself, so its value is its own score. Returns (n, L, R); entries
     before ``start`` are zero.
 
@@ -321,16 +324,17 @@ def rollout_scores(
         state = (RecomputeState if recompute_prefix else DecoderState)(policy, sample)
         state.reorder(order)
         inputs = torch.cat([first_decoder_input(policy, sample)[order], rows], dim=1)
+        state.next_logits(inputs[:, :1])
         for t in range(width):
-            if not recompute_prefix:
-                state.next_logits(inputs[:, : t + 1])  # consumed: first input, x_0 .. x_{t-1}
-            if t < start:
-                continue
             if t > 0 and bool(ended[:, t - 1].all()):
                 break
+            # x_t is fed once, here, for the n rows; the R forks start from its output.
+            logits = state.next_logits(inputs[:, : t + 2]) if t + 1 < width else None
+            if t < start:
+                continue
             completions = continue_rows(
                 state.fork(expand), inputs[expand, : t + 2], ended[expand, t], width,
-                generator=generator,
+                generator=generator, first_logits=None if logits is None else logits[expand],
             )[:, 1:]
             values[:, t] = score(completions, order[expand]).float().view(count, -1)
     finally:

@@ -305,9 +305,9 @@ def rollout_scores(
     ``rows`` are target-side rows taken from batch rows ``order``. For each step
     ``t >= start`` the policy's decoder state after ``rows[:, :t+1]`` is forked R times
     (no prefix is recomputed, ``rows[:, t]`` is fed once for all R) and completed by
-    sampling, all rows and rollouts in one batched incremental decode. A row that already ended by ``t``
-    completes as itself, so its value is its own score. Returns (n, L, R); entries
-    before ``start`` are zero.
+    sampling, all rows and rollouts in one batched incremental decode. A row that
+    already ended by ``t`` completes as itself, so its value is its own score. Returns
+    (n, L, R); entries before ``start`` are zero.
 
     ``recompute_prefix`` selects the reference implementation of the tests and
     ``scripts/bench.py``: every completion recomputes its whole prefix at every step

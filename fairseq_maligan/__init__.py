@@ -1,7 +1,8 @@
 """fairseq-maligan: MaliGAN and SeqGAN training of stock fairseq generators.
 
 Load with ``--user-dir path/to/fairseq_maligan``. Importing registers the criteria
-(``maligan_mixed``), the task (``maligan_language_modeling``), the discriminators
+(``maligan_mixed``, ``maligan_rollout``, ``seqgan``), the tasks
+(``maligan_language_modeling``, ``maligan_translation``), the discriminators
 (``cnn_discriminator``, ``rnn_discriminator``) and ``--optimizer maligan_adam``.
 """
 

@@ -67,7 +67,7 @@ class Scale:
 
 QUICK = Scale(
     train_sentences=4000, vocab=1000, layers=2, dim=128, ffn=256, heads=4, dropout=0.1,
-    mle_lr=2e-3, mle_warmup=100, mle_updates=400, mle_max_tokens=2048,
+    mle_lr=2e-3, mle_warmup=100, mle_updates=300, mle_max_tokens=2048,
     finetune_lr=1e-4, finetune_updates=40, finetune_max_tokens=1024,
     num_samples=4, prefix_init=10, disc_dim=32, log_interval=20,
 )
@@ -164,8 +164,7 @@ class Experiment:
         options = dict(
             input=str(train_text), model_prefix=str(self.spm_prefix),
             vocab_size=self.scale.vocab, model_type="unigram", character_coverage=1.0,
-            seed_sentencepiece_size=1000000, num_threads=self.args.threads,
-            input_sentence_size=0, shuffle_input_sentence=False, minloglevel=2,
+            num_threads=self.args.threads, minloglevel=2,
         )
         spm.SentencePieceTrainer.train(**options)
         processor = spm.SentencePieceProcessor(model_file=f"{self.spm_prefix}.model")
@@ -250,6 +249,7 @@ class Experiment:
 
     @property
     def mle_checkpoint(self) -> Path:
+        """The MLE start: both fine-tuning runs begin here, and it is scored too."""
         return self.out / "mle" / "checkpoint_best.pt"
 
     def train_mle_continued(self) -> None:
@@ -357,6 +357,7 @@ def training_speed(stages: list[dict[str, Any]], name: str) -> dict[str, Any] | 
 
 
 def parse_args() -> argparse.Namespace:
+    """Command-line options; ``--out`` defaults to ``output/quick`` or ``output/full``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="tiny vocabulary, 4,000 sentences, tiny model, few updates")
@@ -386,6 +387,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
+    """The results table: model, updates (MLE + fine-tuning), sacreBLEU."""
     print(f"\n{'model':<26}{'updates':>12}{'sacreBLEU':>11}")
     for row in rows:
         print(f"{row['model']:<26}{row['updates']:>12}{row['bleu']:>11.2f}")
@@ -393,6 +395,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
+    """Run the stages up to ``--stop-after``, then print the table and write results.json."""
     args = parse_args()
     scale = QUICK if args.quick else FULL
     overrides = {"mle_updates": args.mle_updates, "finetune_updates": args.finetune_updates,

@@ -313,11 +313,14 @@ class AdversarialCriterion(FairseqCriterion):
             "non-finite adversarial loss (%s) at update %d: update skipped, parameters unchanged",
             float(loss), self.num_updates,
         )
+        logging_output.update(dict.fromkeys(TRAIN_LOG_KEYS, 0), skipped_updates=1)
+        return self._zero_loss(model), ntokens, logging_output
+
+    def _zero_loss(self, model) -> Tensor:
+        """A loss whose gradient is zero for every parameter: a step that moves nothing."""
         params = [p for p in (*model.parameters(), *self.discriminator.parameters())
                   if p.requires_grad]
-        zero = sum(p.sum() for p in params) * 0.0
-        logging_output.update(dict.fromkeys(TRAIN_LOG_KEYS, 0), skipped_updates=1)
-        return zero, ntokens, logging_output
+        return sum(p.sum() for p in params) * 0.0
 
     def _generator_loss(
         self,
@@ -374,9 +377,7 @@ class AdversarialCriterion(FairseqCriterion):
     ):
         """N covers every row: plain MLE (the discriminator has no fake rows to learn from)."""
         if not generator_moves:
-            zero = sum(p.sum() for p in self.discriminator.parameters()) * 0.0
-            logging_output["loss"] = zero.detach()
-            return zero, ntokens, logging_output
+            return self._zero_loss(model), ntokens, logging_output
         loss, _ = self.mle_loss(model, sample)
         logging_output.update(
             loss=self.cfg.mle_weight * loss.detach(), mle_loss=loss.detach(), mle_tokens=ntokens
@@ -541,9 +542,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 class RolloutCriterion(AdversarialCriterion):
     """Per-token values Q from R Monte-Carlo completions of every sampled prefix."""
 
-    def _validate_rollouts(self) -> None:
-        if self.cfg.rollouts < 1:
-            raise ConfigError(f"--rollouts must be at least 1, got {self.cfg.rollouts}")
+    def __init__(self, cfg: RolloutConfig, task) -> None:
+        super().__init__(cfg, task)
+        if cfg.rollouts < 1:
+            raise ConfigError(f"--rollouts must be at least 1, got {cfg.rollouts}")
 
     def rollout_policy(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model that completes prefixes (the generator itself by default)."""
@@ -584,10 +586,6 @@ class MaliganRolloutCriterion(RolloutCriterion):
     within each group of m samples, so the weights average 1/m per token. Computed in
     log space (``r_D = exp(logit)`` overflows).
     """
-
-    def __init__(self, cfg: RolloutConfig, task) -> None:
-        super().__init__(cfg, task)
-        self._validate_rollouts()
 
     def token_weights(self, values: Tensor, valid: Tensor) -> Tensor:
         m = self.cfg.num_samples
@@ -632,7 +630,6 @@ class SeqGANCriterion(RolloutCriterion):
 
     def __init__(self, cfg: SeqGANConfig, task) -> None:
         super().__init__(cfg, task)
-        self._validate_rollouts()
         if cfg.rollout_refresh_updates < 1:
             raise ConfigError(
                 f"--rollout-refresh-updates must be at least 1, got {cfg.rollout_refresh_updates}"

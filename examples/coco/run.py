@@ -1,0 +1,79 @@
+"""The text-GAN caption benchmark (Texygen's MS-COCO set): BLEU-2..5 and self-BLEU-2..5.
+
+Training text: ``image_coco.txt`` (9,999 captions; every 20th line is held out as the
+validation split); references and test split: ``test_coco.txt`` (9,999 captions), as
+in Texygen, LeakGAN and RelGAN. Generator: ``lstm_lm`` with embedding and hidden 32
+(Texygen's). BLEU-n scores each of 1,000 samples against all test captions (NLTK's
+method1 smoothing, as Texygen), averaged; self-BLEU-n scores each sample against the
+other samples. Every method continues the same MLE checkpoint for the same number of
+updates (``fairseq_maligan.experiment``).
+
+    python examples/coco/run.py --quick     # a minute or two
+    python examples/coco/run.py             # the full experiment (README.md)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from fairseq_maligan.evaluation import read_references
+from fairseq_maligan.experiment import (
+    Budget,
+    LMExperiment,
+    parse_mode,
+    print_results,
+    score_text,
+    sweep_text,
+    write_lines,
+    write_results,
+)
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[2] / "shared" / "data" / "texygen"
+ORDERS = (2, 3, 4, 5)
+MAX_LEN = 40
+QUICK = Budget(mle_epochs=2, mle_lr=0.01, max_tokens=1500, updates=6, lr=1e-3, rollouts=4,
+               prefix_init=8, prefix_decay=4, prefix_decay_updates=3, disc_dim=16,
+               eval_samples=100, temperatures=(0.8, 1.0))
+FULL = Budget(mle_epochs=40, mle_lr=0.005, max_tokens=2500, finetune_max_tokens=1250,
+              updates=200, lr=1e-3, rollouts=16, prefix_init=12, prefix_decay=2,
+              prefix_decay_updates=35, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=64,
+              eval_samples=1000, temperatures=(0.7, 0.85, 1.0, 1.2))
+
+
+def main() -> None:
+    args = parse_mode(__doc__.splitlines()[0], HERE)
+    logging.disable(logging.INFO)
+    budget = QUICK if args.quick else FULL
+    started = time.time()
+    train = read_references(str(DATA / "image_coco.txt"))
+    test = read_references(str(DATA / "test_coco.txt"))
+    if args.quick:
+        train, test = train[:2000], test[:500]
+    raw = args.out / "raw"
+    write_lines(raw / "train.txt", [s for i, s in enumerate(train) if i % 20 != 19])
+    write_lines(raw / "valid.txt", [s for i, s in enumerate(train) if i % 20 == 19])
+    write_lines(raw / "test.txt", test)
+
+    dim = "16" if args.quick else "32"
+    generator = ["--arch", "lstm_lm", "--decoder-embed-dim", dim, "--decoder-hidden-size", dim,
+                 "--decoder-out-embed-dim", dim]
+    experiment = LMExperiment(args.out, generator, budget, threads=args.threads,
+                              tokens_per_sample=MAX_LEN)
+    checkpoints = experiment.run_all(raw)
+    scores = score_text(experiment, checkpoints, raw / "test.txt", ORDERS, MAX_LEN)
+    sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_LEN)
+    write_results(args.out / "results.json", {
+        "mode": args.mode, "budget": budget, "scores": scores, "sweep": sweep,
+        "stages": experiment.stages, "seconds": round(time.time() - started, 1),
+    })
+    print_results(f"BLEU-n against test_coco (higher is better) and self-BLEU-n (lower is "
+                  f"more diverse); {budget.updates} updates after MLE", scores,
+                  [f"bleu{n}" for n in ORDERS] + [f"self_bleu{n}" for n in ORDERS])
+    print(f"\nresults.json and sweep.png in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

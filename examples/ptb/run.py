@@ -1,0 +1,87 @@
+"""Sentence-level Penn Treebank (the paper's Table 2): valid/test perplexity of every model.
+
+Mikolov's PTB (10k vocabulary, ``<unk>``), one sentence per sample, sentences over 35
+words removed from every split (as the paper). Generator: fairseq's ``lstm_lm``, one
+layer, embedding 200, hidden 200 (the paper used a GRU of the same sizes; fairseq ships
+no GRU language model). Discriminator: a bidirectional GRU (``rnn_discriminator``).
+MaliGAN-full starts from N = 30 and removes K = 5 tokens every ``prefix_decay_updates``.
+Perplexities come from stock ``fairseq-eval-lm`` (no ``--user-dir``), base e per token
+with EOS counted, one sentence at a time. Every method continues the same MLE checkpoint
+for the same number of updates (``fairseq_maligan.experiment``).
+
+    python examples/ptb/run.py --quick     # a minute or two (1,000 sentences, tiny model)
+    python examples/ptb/run.py             # the full experiment (README.md)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from fairseq_maligan.evaluation import read_references
+from fairseq_maligan.experiment import (
+    Budget,
+    LMExperiment,
+    parse_mode,
+    print_results,
+    score_text,
+    sweep_text,
+    write_lines,
+    write_results,
+)
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parents[2] / "shared" / "data" / "ptb"
+MAX_WORDS = 35
+# Che et al. 2017, Table 2 (perplexity).
+PUBLISHED = {"MLE": {"valid_ppl": 141.9, "test_ppl": 138.2},
+             "MaliGAN-basic": {"valid_ppl": 131.6, "test_ppl": 125.3},
+             "MaliGAN-full": {"valid_ppl": 128.0, "test_ppl": 123.8}}
+QUICK = Budget(mle_epochs=2, mle_lr=0.01, max_tokens=1500, updates=6, lr=1e-3, rollouts=2,
+               prefix_init=30, prefix_decay=5, prefix_decay_updates=1, disc_dim=16,
+               eval_samples=100, temperatures=(0.8, 1.0))
+FULL = Budget(mle_epochs=15, mle_lr=0.003, max_tokens=4000, finetune_max_tokens=2000,
+              updates=300, lr=3e-4, rollouts=8, prefix_init=30, prefix_decay=5,
+              prefix_decay_updates=50, disc_lr=1e-3, disc_warmup_updates=30, disc_dim=64,
+              eval_samples=1000, temperatures=(0.7, 0.85, 1.0, 1.2))
+
+
+def main() -> None:
+    args = parse_mode(__doc__.splitlines()[0], HERE)
+    logging.disable(logging.INFO)
+    budget = QUICK if args.quick else FULL
+    started = time.time()
+    raw, removed = args.out / "raw", {}
+    for split in ("train", "valid", "test"):
+        sentences = read_references(str(DATA / f"ptb.{split}.txt"))
+        kept = [s for s in sentences if len(s.split()) <= MAX_WORDS]
+        removed[split] = len(sentences) - len(kept)
+        write_lines(raw / f"{split}.txt", kept[:1000 if split == "train" else 200]
+                    if args.quick else kept)
+
+    dim = "32" if args.quick else "200"
+    generator = ["--arch", "lstm_lm", "--decoder-embed-dim", dim, "--decoder-hidden-size", dim,
+                 "--decoder-out-embed-dim", dim, "--dropout", "0.2"]
+    experiment = LMExperiment(args.out, generator, budget, threads=args.threads,
+                              tokens_per_sample=MAX_WORDS + 1)
+    checkpoints = experiment.run_all(raw, extra={
+        m: ["--disc-cell", "gru"] for m in ("seqgan", "maligan_basic", "maligan_full")})
+    splits = ("test",) if args.quick else ("valid", "test")
+    scores = score_text(experiment, checkpoints, raw / "test.txt", orders=(4,),
+                        max_len=MAX_WORDS + 1, splits=splits, stock_eval=True)
+    sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_WORDS + 1)
+    write_results(args.out / "results.json", {
+        "mode": args.mode, "budget": budget, "removed_over_35_words": removed,
+        "scores": scores, "sweep": sweep, "published": PUBLISHED,
+        "stages": experiment.stages, "seconds": round(time.time() - started, 1),
+    })
+    print_results(f"perplexity (stock fairseq-eval-lm, base e, per token; lower is better); "
+                  f"{budget.updates} updates after MLE", scores,
+                  [f"{s}_ppl" for s in splits] + ["bleu4", "self_bleu4"], PUBLISHED)
+    print(f"\nsentences over {MAX_WORDS} words removed: {removed}")
+    print(f"results.json and sweep.png in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

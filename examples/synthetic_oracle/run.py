@@ -1,0 +1,202 @@
+"""SeqGAN's synthetic benchmark: MLE, SeqGAN, MaliGAN-basic and MaliGAN-full, 3 seeds.
+
+A random LSTM oracle (N(0, 1) weights, vocabulary 5,000, length 20, hidden 32) samples
+10,000 training sequences; an ``lstm_lm`` generator (embedding and hidden 32, as SeqGAN's)
+is pretrained with MLE, then continued by every method for the same number of updates
+(``fairseq_maligan.experiment``). Every ``save_interval_updates`` a checkpoint is scored:
+NLL-oracle (the oracle's NLL of 1,000 generator samples) and NLL-test (the generator's NLL
+of 1,000 held-out oracle sequences), nats per token. The oracle is the same for every seed;
+the seed changes the generator's initialisation, batches and samples. Writes
+``results.json``, ``curves.png`` and the temperature sweep of seed 1 (``sweep.png``).
+
+    python examples/synthetic_oracle/run.py --quick   # about a minute
+    python examples/synthetic_oracle/run.py           # the full experiment (README.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fairseq_maligan.evaluation import (
+    load_generator,
+    nll_oracle,
+    nll_test,
+    plot_sweep,
+    sample_rows,
+    temperature_sweep,
+)
+from fairseq_maligan.experiment import (
+    METHODS,
+    Budget,
+    LMExperiment,
+    interval_checkpoints,
+    write_results,
+)
+from fairseq_maligan.oracle import Oracle
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+# Yu et al. 2017, Table 2 (their oracle, not this one: compare the ordering and the gaps).
+PUBLISHED = {"random": 10.310, "mle": 9.038, "scheduled sampling": 8.985, "pg_bleu": 8.946,
+             "seqgan": 8.736}
+
+QUICK = dict(vocab=200, train=600, test=100, seeds=(1,), budget=Budget(
+    mle_epochs=3, mle_lr=0.01, max_tokens=1000, updates=6, lr=1e-3, rollouts=4,
+    prefix_init=12, prefix_decay=4, prefix_decay_updates=2, disc_dim=16,
+    save_interval_updates=3, eval_samples=100, temperatures=(0.8, 1.0),
+))
+FULL = dict(vocab=5000, train=10000, test=1000, seeds=(1, 2, 3), budget=Budget(
+    mle_epochs=50, mle_lr=0.01, max_tokens=2100, finetune_max_tokens=1050, updates=200,
+    lr=1e-3, rollouts=16,
+    prefix_init=16, prefix_decay=2, prefix_decay_updates=25, disc_lr=1e-3,
+    disc_warmup_updates=20, disc_dim=64, save_interval_updates=20, eval_samples=1000,
+    temperatures=(0.7, 0.85, 1.0, 1.2),
+))
+GENERATOR = ["--arch", "lstm_lm", "--decoder-embed-dim", "32", "--decoder-hidden-size", "32",
+             "--decoder-out-embed-dim", "32"]
+
+
+def make_data(raw: Path, scale: dict) -> None:
+    """The oracle (seed 0) and its train/valid/test samples as text."""
+    subprocess.run([
+        sys.executable, str(ROOT / "scripts" / "make_oracle_data.py"), "--out", str(raw),
+        "--vocab-size", str(scale["vocab"]), "--seq-len", "20", "--train", str(scale["train"]),
+        "--valid", str(scale["test"]), "--test", str(scale["test"]), "--seed", "0",
+    ], check=True)
+
+
+def score(path: Path, data: Path, oracle: Oracle, num_samples: int, seed: int) -> dict:
+    """NLL-oracle, invalid-sample share and NLL-test of one checkpoint."""
+    model, task = load_generator(str(path), str(data))
+    rows = sample_rows(model, num_samples, oracle.seq_len + 1, seed=seed)
+    nll, invalid = nll_oracle(oracle, rows, task.target_dictionary)
+    return {"nll_oracle": nll, "invalid": invalid, "nll_test": nll_test(model, task, "test")}
+
+
+def curves(experiment: LMExperiment, checkpoints: dict[str, Path], oracle: Oracle) -> dict:
+    """method -> list of {updates, nll_oracle, nll_test}, update 0 the pretrained model."""
+    budget = experiment.budget
+    start = score(checkpoints["pretrained"], experiment.data, oracle, budget.eval_samples,
+                  experiment.seed)
+    result = {}
+    for method in METHODS:
+        points = [{"updates": 0, **start}]
+        for updates, path in interval_checkpoints(checkpoints[method].parent):
+            points.append({"updates": updates, **score(
+                path, experiment.data, oracle, budget.eval_samples, experiment.seed)})
+        result[method] = points
+    return result
+
+
+def mean_spread(values: list[float]) -> dict:
+    """Mean and sample standard deviation (0 for one seed)."""
+    return {"mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def plot_curves(per_seed: dict[int, dict], path: Path) -> None:
+    """NLL-oracle and NLL-test against updates, mean over seeds with a min-max band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4))
+    FigureCanvasAgg(figure)
+    for column, key in enumerate(("nll_oracle", "nll_test")):
+        axes = figure.add_subplot(1, 2, column + 1)
+        for method, label in METHODS.items():
+            runs = [seed_curves[method] for seed_curves in per_seed.values()]
+            updates = [p["updates"] for p in runs[0]]
+            values = [[run[i][key] for run in runs] for i in range(len(updates))]
+            axes.plot(updates, [statistics.fmean(v) for v in values], marker="o", label=label)
+            axes.fill_between(updates, [min(v) for v in values], [max(v) for v in values],
+                              alpha=0.2)
+        axes.set_xlabel("updates after MLE pretraining")
+        axes.set_ylabel(f"{key.replace('_', '-').upper()} (nats/token)")
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run of about a minute")
+    parser.add_argument("--out", type=Path, help="output directory (default: output/<mode>)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 1 2 3)")
+    parser.add_argument("--threads", type=int, default=1, help="threads of each fairseq process")
+    args = parser.parse_args()
+    logging.disable(logging.INFO)
+    mode = "quick" if args.quick else "full"
+    scale = QUICK if args.quick else FULL
+    seeds = tuple(args.seeds or scale["seeds"])
+    budget: Budget = scale["budget"]
+    out = (args.out or HERE / "output" / mode).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    make_data(out / "raw", scale)
+    oracle = Oracle.load(str(out / "raw" / "oracle.pt"))
+    with open(out / "raw" / "test.txt") as test_file:
+        test_ids = torch.tensor([[int(w[1:]) for w in line.split()] for line in test_file])
+    oracle_floor = float(oracle.nll(test_ids).mean())
+
+    per_seed, stages, sweep = {}, [], []
+    for seed in seeds:
+        experiment = LMExperiment(out / f"seed{seed}", GENERATOR, budget, seed=seed,
+                                  threads=args.threads, tokens_per_sample=32)
+        checkpoints = experiment.run_all(out / "raw")
+        print(f"\n== scoring the checkpoints of seed {seed}", flush=True)
+        per_seed[seed] = curves(experiment, checkpoints, oracle)
+        stages += [{"seed": seed, **stage} for stage in experiment.stages]
+        if seed == seeds[0]:
+            print("\n== temperature sweep", flush=True)
+            sweep = temperature_sweep(
+                {METHODS[m]: str(checkpoints[m]) for m in METHODS}, budget.temperatures,
+                budget.eval_samples, oracle=str(out / "raw" / "oracle.pt"),
+                data=str(experiment.data), max_len=oracle.seq_len + 1, seed=seed,
+            )
+            plot_sweep(sweep, str(out / "sweep.png"),
+                       "NLL-oracle (nats/token; lower: better quality)",
+                       "NLL-test (nats/token; lower: better coverage)")
+
+    start = {key: mean_spread([per_seed[s]["mle"][0][key] for s in seeds])
+             for key in ("nll_oracle", "nll_test")}
+    final = {method: {key: mean_spread([per_seed[s][method][-1][key] for s in seeds])
+                      for key in ("nll_oracle", "nll_test", "invalid")} for method in METHODS}
+    plot_curves(per_seed, out / "curves.png")
+    results = {
+        "mode": mode, "seeds": seeds, "budget": budget, "vocab": scale["vocab"],
+        "train_sequences": scale["train"], "oracle_nll_of_its_test_data": oracle_floor,
+        "pretrained": start, "final": final, "curves": per_seed, "sweep": sweep,
+        "published_seqgan_table2": PUBLISHED, "stages": stages,
+        "seconds": round(time.time() - started, 1),
+    }
+    write_results(out / "results.json", results)
+
+    print(f"\nNLL-oracle / NLL-test (nats/token) after {budget.updates} updates from the same "
+          f"MLE checkpoint; mean +- std over seeds {list(seeds)}")
+    print(f"oracle's NLL of its own test data: {oracle_floor:.3f}")
+    print(f"{'model':<16}{'NLL-oracle':>18}{'NLL-test':>18}{'invalid':>9}")
+    print(f"{'MLE pretrained':<16}{_cell(start['nll_oracle']):>18}{_cell(start['nll_test']):>18}")
+    for method, label in METHODS.items():
+        row = final[method]
+        print(f"{label:<16}{_cell(row['nll_oracle']):>18}{_cell(row['nll_test']):>18}"
+              f"{row['invalid']['mean']:>9.1%}")
+    print(f"\ntotal {results['seconds']:.0f} s; results, curves.png and sweep.png in {out}")
+
+
+def _cell(value: dict) -> str:
+    return "nan" if math.isnan(value["mean"]) else f"{value['mean']:.3f} +- {value['std']:.3f}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""The driver of the paper experiments under ``examples/``: stock fairseq tools as stages.
+
+One language-modelling experiment is: binarise ``raw/{train,valid,test}.txt`` with
+``fairseq-preprocess``, pretrain the generator with MLE, then continue that checkpoint
+for the same number of updates with each method:
+
+- ``mle``: ``cross_entropy`` (the fair baseline);
+- ``seqgan``: ``seqgan`` (REINFORCE, R rollouts by a delayed copy);
+- ``maligan_basic``: ``maligan_mixed`` with N = 0 throughout (the paper's Algorithm 1);
+- ``maligan_full``: ``maligan_mixed`` with N decreasing from ``prefix_init`` by K tokens
+  every ``prefix_decay_updates`` (Algorithm 2: sequential, mixed MLE).
+
+Every adversarial method uses the same discriminator, sampler and learning rates; the
+discriminator warm-up updates (generator idle) count towards the budget. Each stage's
+command, log and wall-clock time are recorded for ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .evaluation import (
+    detokenize,
+    evaluate_generator,
+    format_table,
+    load_generator,
+    nll_test,
+    plot_sweep,
+    read_references,
+    sample_rows,
+    temperature_sweep,
+)
+from .metrics import ReferenceBLEU
+
+PLUGIN = Path(__file__).resolve().parent
+PROGRESS = re.compile(r"\| (train_inner|train|valid) \|")
+METHODS = {
+    "mle": "MLE",
+    "seqgan": "SeqGAN",
+    "maligan_basic": "MaliGAN-basic",
+    "maligan_full": "MaliGAN-full",
+}
+
+
+class Runner:
+    """Runs fairseq console tools in fresh processes, keeps their logs and timings."""
+
+    def __init__(self, out: Path, threads: int = 1) -> None:
+        self.out = Path(out)
+        self.env = {
+            **os.environ,
+            "PYTHONWARNINGS": "ignore",
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+        }
+        self.stages: list[dict[str, Any]] = []
+
+    def fairseq(self, stage: str, tool: str, args: Sequence[str], echo: bool = True) -> str:
+        """Run ``python -m fairseq_cli.<tool>``, keep its log, echo its progress lines."""
+        command = [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)]
+        log_path = self.out / "logs" / f"{stage}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"\n== {stage}: fairseq-{tool.replace('_', '-')}", flush=True)
+        started = time.time()
+        lines: list[str] = []
+        with open(log_path, "w", buffering=1) as log:
+            proc = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env=self.env,
+            )
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                lines.append(line)
+                if echo and PROGRESS.search(line):
+                    print("   " + line.split(" | ", 3)[-1].strip()[:160], flush=True)
+            proc.wait()
+        seconds = time.time() - started
+        if proc.returncode != 0:
+            sys.exit(f"{stage} failed (exit {proc.returncode}); see {log_path}:\n"
+                     + "".join(lines[-25:]))
+        print(f"   done in {seconds:.0f} s (log: {log_path})", flush=True)
+        self.record(stage, command, seconds, log=str(log_path))
+        return "".join(lines)
+
+    def record(self, stage: str, command: Sequence[str] | str, seconds: float,
+               **extra: Any) -> None:
+        """Note one stage's command and wall-clock time for results.json."""
+        text = command if isinstance(command, str) else shlex.join(command)
+        self.stages.append({"stage": stage, "command": text, "seconds": round(seconds, 1),
+                            **extra})
+
+    def seconds(self, stage: str) -> float:
+        """Wall-clock seconds of a recorded stage."""
+        return next(s["seconds"] for s in self.stages if s["stage"] == stage)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The sizes of one mode of a language-modelling experiment."""
+
+    mle_epochs: int
+    mle_lr: float
+    max_tokens: int
+    updates: int  # generator updates of every method after pretraining
+    lr: float  # learning rate of every method after pretraining
+    finetune_max_tokens: int | None = None  # batch size after pretraining (default max_tokens)
+    num_samples: int = 4  # m
+    rollouts: int = 16  # R (SeqGAN)
+    prefix_init: int = 10  # N0 of MaliGAN-full
+    prefix_decay: int = 1  # K
+    prefix_decay_updates: int = 10
+    disc_lr: float = 1e-3
+    disc_warmup_updates: int = 0
+    disc_dim: int = 64
+    save_interval_updates: int = 0  # > 0: keep checkpoints along the way (curves)
+    eval_samples: int = 1000
+    temperatures: tuple[float, ...] = (0.7, 0.85, 1.0, 1.2)
+
+
+def method_args(method: str, budget: Budget) -> list[str]:
+    """Task, criterion and optimiser options of one method."""
+    if method == "mle":
+        return ["--task", "language_modeling", "--criterion", "cross_entropy",
+                "--optimizer", "adam"]
+    adversarial = [
+        "--task", "maligan_language_modeling", "--optimizer", "maligan_adam",
+        "--disc-arch", "rnn_discriminator", "--disc-embed-dim", str(budget.disc_dim),
+        "--disc-hidden-dim", str(budget.disc_dim), "--disc-lr", str(budget.disc_lr),
+        "--disc-warmup-updates", str(budget.disc_warmup_updates),
+    ]
+    if method == "seqgan":
+        return [*adversarial, "--criterion", "seqgan", "--rollouts", str(budget.rollouts)]
+    maligan = [*adversarial, "--criterion", "maligan_mixed",
+               "--num-samples", str(budget.num_samples)]
+    if method == "maligan_basic":
+        return [*maligan, "--prefix-init", "0", "--prefix-decay", "0"]
+    if method == "maligan_full":
+        return [*maligan, "--prefix-init", str(budget.prefix_init),
+                "--prefix-decay", str(budget.prefix_decay),
+                "--prefix-decay-updates", str(budget.prefix_decay_updates)]
+    raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+
+
+class LMExperiment(Runner):
+    """MLE pretraining, then every method for the same updates, on one binarised corpus."""
+
+    def __init__(self, out: Path, generator: Sequence[str], budget: Budget, seed: int = 1,
+                 threads: int = 1, tokens_per_sample: int = 64) -> None:
+        super().__init__(out, threads)
+        self.generator = list(generator)
+        self.budget = budget
+        self.seed = seed
+        self.tokens_per_sample = tokens_per_sample
+        self.data = self.out / "data-bin"
+
+    def preprocess(self, raw: Path) -> None:
+        """Binarise ``raw/{train,valid,test}.txt`` into ``data-bin``."""
+        self.fairseq("preprocess", "preprocess", [
+            "--only-source", "--trainpref", raw / "train.txt", "--validpref", raw / "valid.txt",
+            "--testpref", raw / "test.txt", "--destdir", self.data, "--workers", "1",
+        ], echo=False)
+
+    def common_args(self, save_dir: Path, max_tokens: int) -> list[str]:
+        """Generator, data and logging options shared by every training stage."""
+        return [
+            self.data, "--user-dir", PLUGIN, *self.generator, "--sample-break-mode", "eos",
+            "--tokens-per-sample", str(self.tokens_per_sample),
+            "--max-tokens", str(max_tokens), "--cpu", "--seed", str(self.seed),
+            "--log-format", "simple", "--log-interval", "10", "--no-epoch-checkpoints",
+            "--num-workers", "0", "--save-dir", save_dir,
+        ]
+
+    def pretrain(self) -> Path:
+        """MLE pretraining (``cross_entropy``); returns its best checkpoint."""
+        save_dir = self.out / "pretrained"
+        self.fairseq("pretrain_mle", "train", [
+            *self.common_args(save_dir, self.budget.max_tokens), "--task", "language_modeling",
+            "--optimizer", "adam", "--lr", str(self.budget.mle_lr),
+            "--max-epoch", str(self.budget.mle_epochs),
+        ])
+        return save_dir / "checkpoint_best.pt"
+
+    def finetune(self, method: str, pretrained: Path, extra: Sequence[str] = ()) -> Path:
+        """Continue ``pretrained`` for the budget's updates with ``method``; its save dir."""
+        save_dir = self.out / method
+        interval = self.budget.save_interval_updates
+        keep = ["--save-interval-updates", str(interval), "--keep-interval-updates", "-1"] \
+            if interval > 0 else []
+        max_tokens = self.budget.finetune_max_tokens or self.budget.max_tokens
+        self.fairseq(method, "train", [
+            *self.common_args(save_dir, max_tokens), *method_args(method, self.budget),
+            "--lr", str(self.budget.lr), "--max-update", str(self.budget.updates),
+            "--finetune-from-model", pretrained, *keep, *extra,
+        ])
+        return save_dir
+
+    def run_all(self, raw: Path, methods: Sequence[str] = tuple(METHODS),
+                extra: dict[str, Sequence[str]] | None = None) -> dict[str, Path]:
+        """Preprocess, pretrain, fine-tune every method: name -> final checkpoint.
+
+        The result starts with ``pretrained`` (the MLE starting point of every method).
+        """
+        self.preprocess(raw)
+        pretrained = self.pretrain()
+        checkpoints = {"pretrained": pretrained}
+        for method in methods:
+            save_dir = self.finetune(method, pretrained, (extra or {}).get(method, ()))
+            checkpoints[method] = save_dir / "checkpoint_last.pt"
+        return checkpoints
+
+    def eval_lm(self, checkpoint: Path, split: str, stage: str) -> dict[str, float]:
+        """Stock ``fairseq-eval-lm`` (no ``--user-dir``) on a split, sentence by sentence.
+
+        Returns its base-2 loss and perplexity, and ``nll`` in nats per token (EOS counted).
+        """
+        text = self.fairseq(stage, "eval_lm", [
+            self.data, "--path", checkpoint, "--gen-subset", split, "--cpu",
+            "--sample-break-mode", "eos", "--tokens-per-sample", str(self.tokens_per_sample),
+            "--max-tokens", "8000", "--num-workers", "0",
+        ], echo=False)
+        found = re.search(r"Loss \(base 2\): ([\d.]+), Perplexity: ([\d.]+)", text)
+        if found is None:
+            sys.exit(f"{stage}: no perplexity in fairseq-eval-lm's output")
+        loss2, perplexity = float(found.group(1)), float(found.group(2))
+        return {"loss_base2": loss2, "perplexity": perplexity, "nll": loss2 * 0.6931471805599453}
+
+
+def checkpoint_updates(path: Path) -> int:
+    """The number of updates a fairseq checkpoint was saved at (safe loading)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return int(state["optimizer_history"][-1]["num_updates"])
+
+
+def interval_checkpoints(save_dir: Path) -> list[tuple[int, Path]]:
+    """``(updates, path)`` of the ``checkpoint_E_U.pt`` files of a run, by update."""
+    found = [(int(m.group(1)), path) for path in Path(save_dir).glob("checkpoint_*_*.pt")
+             if (m := re.fullmatch(r"checkpoint_\d+_(\d+)\.pt", path.name))]
+    return sorted(found)
+
+
+def write_results(path: Path, payload: dict[str, Any]) -> None:
+    """Write results JSON (dataclasses become dicts)."""
+    def default(value: Any) -> Any:
+        if hasattr(value, "__dataclass_fields__"):
+            return asdict(value)
+        return str(value)
+
+    Path(path).write_text(json.dumps(payload, indent=2, default=default) + "\n")
+
+
+def parse_mode(description: str, here: Path, **extra: dict[str, Any]) -> argparse.Namespace:
+    """``--quick``, ``--out`` (default ``<here>/output/<mode>``), ``--threads``, and
+    ``extra`` (option name -> ``add_argument`` keywords); sets ``args.mode``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="a tiny run of a minute or two")
+    parser.add_argument("--out", type=Path, help="output directory (default: output/<mode>)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP/MKL threads of each fairseq process")
+    for name, options in extra.items():
+        parser.add_argument(name, **options)
+    args = parser.parse_args()
+    args.mode = "quick" if args.quick else "full"
+    args.out = (args.out or here / "output" / args.mode).resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def write_lines(path: Path, lines: Sequence[str]) -> None:
+    """One sentence per line (the raw text that ``preprocess`` binarises)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def score_text(experiment: LMExperiment, checkpoints: dict[str, Path], references: Path,
+               orders: Sequence[int], max_len: int, splits: Sequence[str] = ("test",),
+               stock_eval: bool = False) -> dict[str, dict[str, Any]]:
+    """Perplexity, BLEU-n against ``references`` and self-BLEU-n of every checkpoint.
+
+    Perplexities (base e, per token, EOS counted) come from stock ``fairseq-eval-lm`` when
+    ``stock_eval``, otherwise in-process (the same figure; ``evaluation.nll_test``). BLEU
+    and self-BLEU score ``budget.eval_samples`` samples at temperature 1; five samples
+    are kept for the README.
+    """
+    bleus = {n: ReferenceBLEU(read_references(str(references)), n) for n in orders}
+    results = {}
+    for name, path in checkpoints.items():
+        model, task = load_generator(str(path), str(experiment.data))
+        row: dict[str, Any] = {}
+        for split in splits:
+            if stock_eval:
+                row[f"{split}_ppl"] = experiment.eval_lm(path, split, f"eval_{name}_{split}")[
+                    "perplexity"]
+            else:
+                row[f"{split}_ppl"] = math.exp(nll_test(model, task, split))
+        row.update(evaluate_generator(
+            model, task, num_samples=experiment.budget.eval_samples, max_len=max_len,
+            seed=experiment.seed, split=None, bleus=bleus,
+        ))
+        rows = sample_rows(model, 5, max_len, seed=experiment.seed + 1)
+        row["examples"] = detokenize(rows, task.target_dictionary)
+        results[name] = row
+    return results
+
+
+def sweep_text(experiment: LMExperiment, checkpoints: dict[str, Path], references: Path,
+               order: int, max_len: int) -> list[dict[str, Any]]:
+    """Temperature sweep (BLEU-``order`` vs self-BLEU-``order``) of the four methods,
+    drawn to ``sweep.png`` in the experiment's directory."""
+    records = temperature_sweep(
+        {METHODS[m]: str(checkpoints[m]) for m in METHODS if m in checkpoints},
+        experiment.budget.temperatures, experiment.budget.eval_samples,
+        references=str(references), data=str(experiment.data), max_order=order,
+        max_len=max_len, seed=experiment.seed,
+    )
+    plot_sweep(records, str(experiment.out / "sweep.png"),
+               f"BLEU-{order} (higher: better quality)",
+               f"self-BLEU-{order} (lower: more diverse)")
+    return records
+
+
+def print_results(title: str, results: dict[str, dict[str, Any]], keys: Sequence[str],
+                  published: dict[str, dict[str, float]] | None = None) -> None:
+    """One row per model (and one per published figure), the chosen metric columns."""
+    names = {"pretrained": "MLE pretrained", **METHODS}
+    records = [{"model": names.get(n, n), **{k: r.get(k) for k in keys}}
+               for n, r in results.items()]
+    records += [{"model": f"paper: {n}", **{k: r.get(k) for k in keys}}
+                for n, r in (published or {}).items()]
+    print(f"\n{title}\n{format_table(records)}")

@@ -1,0 +1,176 @@
+"""The paper experiments of ``examples/``: each quick mode, run as a user would run it.
+
+Each test runs one ``run.py --quick`` end to end (data from ``../shared/data``, or made or
+bundled) and checks what its results must satisfy: every method continued the same MLE
+checkpoint for exactly the budget's updates, the schedules that define MaliGAN-basic and
+MaliGAN-full, metric ranges, and the files the README shows.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fairseq.data import Dictionary
+
+from fairseq_maligan.criterions import prefix_length
+from fairseq_maligan.experiment import METHODS, checkpoint_updates, method_args
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def run_example(name: str, out: Path, *extra: str) -> dict:
+    """Run ``examples/<name>/run.py --quick`` into ``out``; its results.json."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name / "run.py"), "--quick", "--out", str(out),
+         *extra],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def check_runs(out: Path, updates: int, stages: list[dict]) -> float:
+    """Every method ran exactly ``updates`` updates from the same pretrained checkpoint and
+    N stayed 0 for MaliGAN-basic; returns MaliGAN-full's N averaged over its updates."""
+    commands = {s["stage"]: s["command"] for s in stages if s.get("seed", 1) == 1}
+    for method in METHODS:
+        assert checkpoint_updates(out / method / "checkpoint_last.pt") == updates, method
+        pretrained = out / "pretrained" / "checkpoint_best.pt"
+        assert f"--finetune-from-model {pretrained}" in commands[method], method
+    basic = re.findall(r"prefix_len[ =](\d+)", (out / "logs" / "maligan_basic.log").read_text())
+    full = re.findall(r"prefix_len[ =]([\d.]+)", (out / "logs" / "maligan_full.log").read_text())
+    assert basic and set(basic) == {"0"}
+    assert full and float(full[-1]) > 0
+    return float(full[-1])
+
+
+def check_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+
+
+def test_method_options_define_basic_and_full():
+    basic = method_args("maligan_basic", _budget())
+    full = method_args("maligan_full", _budget())
+    assert basic[basic.index("--prefix-init") + 1] == "0"
+    assert basic[basic.index("--prefix-decay") + 1] == "0"
+    assert full[full.index("--prefix-init") + 1] == "12"
+    assert method_args("mle", _budget())[:4] == ["--task", "language_modeling",
+                                                 "--criterion", "cross_entropy"]
+    with pytest.raises(ValueError, match="unknown method"):
+        method_args("gan", _budget())
+
+
+def _budget():
+    from fairseq_maligan.experiment import Budget
+
+    return Budget(mle_epochs=1, mle_lr=0.01, max_tokens=100, updates=2, lr=1e-3,
+                  prefix_init=12)
+
+
+def test_synthetic_oracle_quick(tmp_path):
+    results = run_example("synthetic_oracle", tmp_path)
+    seed = tmp_path / "seed1"
+    mean_prefix = check_runs(seed, 6, results["stages"])
+    budget = results["budget"]
+    schedule = [prefix_length(u, 21, budget["prefix_init"], budget["prefix_decay"],
+                              budget["prefix_decay_updates"], 0) for u in range(6)]
+    assert schedule == [12, 12, 8, 8, 4, 4] and mean_prefix == pytest.approx(8)
+    curves = results["curves"]["1"]
+    start = curves["mle"][0]
+    for method in METHODS:
+        assert [p["updates"] for p in curves[method]] == [0, 3, 6]
+        assert curves[method][0] == start  # one pretrained model scored once for all
+        for point in curves[method]:
+            assert math.isfinite(point["nll_test"]) and point["nll_test"] > 0
+        assert results["final"][method]["nll_oracle"]["mean"] == curves[method][-1]["nll_oracle"]
+    # The oracle scores its own data better than any generator trained for seconds.
+    assert results["oracle_nll_of_its_test_data"] < start["nll_oracle"]
+    assert {r["name"] for r in results["sweep"]} == set(METHODS.values())
+    check_png(tmp_path / "curves.png")
+    check_png(tmp_path / "sweep.png")
+
+
+@pytest.mark.skipif(not (SHARED / "chinese-poems").is_dir(), reason="needs ../shared/data")
+def test_poems_quick(tmp_path):
+    results = run_example("poems", tmp_path)
+    out = tmp_path / "poem5"
+    check_runs(out, 6, results["poem5"]["stages"])
+    splits = {s: (out / "raw" / f"{s}.txt").read_text().splitlines()
+              for s in ("train", "valid", "test")}
+    assert [len(v) for v in splits.values()] == [1700, 100, 200]  # 2,000 poems by i % 20
+    assert all(len(line.split()) == 24 for lines in splits.values() for line in lines)
+    for name, row in results["poem5"]["scores"].items():
+        assert 0 < row["bleu2"] < 1 and 0 < row["self_bleu2"] < 1, name
+        assert 1 < row["test_ppl"] < 2000, name
+    check_png(out / "sweep.png")
+
+
+@pytest.mark.skipif(not (SHARED / "texygen").is_dir(), reason="needs ../shared/data")
+def test_coco_quick(tmp_path):
+    results = run_example("coco", tmp_path)
+    check_runs(tmp_path, 6, results["stages"])
+    for name, row in results["scores"].items():
+        bleus = [row[f"bleu{n}"] for n in (2, 3, 4, 5)]
+        assert all(0 < b < 1 for b in bleus), name
+        assert bleus == sorted(bleus, reverse=True), name  # higher orders match less
+        assert len(row["examples"]) == 5
+    check_png(tmp_path / "sweep.png")
+
+
+@pytest.mark.skipif(not (SHARED / "ptb").is_dir(), reason="needs ../shared/data")
+def test_ptb_quick_stock_eval_lm(tmp_path):
+    from fairseq_maligan.evaluation import load_generator, nll_test
+
+    results = run_example("ptb", tmp_path)
+    check_runs(tmp_path, 6, results["stages"])
+    assert all(len(line.split()) <= 35
+               for line in (tmp_path / "raw" / "train.txt").read_text().splitlines())
+    assert results["removed_over_35_words"]["train"] > 0
+    # Stock fairseq-eval-lm's figure is the in-process NLL of the same checkpoint.
+    model, task = load_generator(str(tmp_path / "maligan_full" / "checkpoint_last.pt"),
+                                 str(tmp_path / "data-bin"))
+    stock = results["scores"]["maligan_full"]["test_ppl"]
+    assert stock == pytest.approx(math.exp(nll_test(model, task, "test")), rel=1e-3)
+    assert "--user-dir" not in next(s["command"] for s in results["stages"]
+                                    if s["stage"] == "eval_maligan_full_test")
+
+
+def test_mnist_quick(tmp_path):
+    results = run_example("mnist", tmp_path)
+    check_runs(tmp_path, 6, results["stages"])
+    for name in ("pretrained", *METHODS):
+        row = results["scores"][name]
+        # 64 binary pixels + EOS cost at least nothing and at most 65 * ln(vocabulary).
+        assert 0 < row["test_nll_per_image"] < 65 * math.log(8)
+        assert 0 <= row["invalid"] <= 1
+        check_png(tmp_path / f"samples_{name}.png")
+    check_png(tmp_path / "sweep.png")
+
+
+def test_mnist_rows_to_images():
+    spec = importlib.util.spec_from_file_location("mnist_run", ROOT / "examples/mnist/run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    to_images = module.to_images
+    dictionary = Dictionary()
+    zero, one = dictionary.add_symbol("0"), dictionary.add_symbol("1")
+    pad, eos = dictionary.pad(), dictionary.eos()
+    rows = torch.tensor([
+        [one, zero, one, one, eos],  # exactly 4 pixels: valid
+        [one, one, eos, pad, pad],  # too short: padded with 0
+        [zero, one, one, zero, one],  # too long: cut
+    ])
+    images, invalid = to_images(rows, dictionary, 4)
+    assert images.tolist() == [[1, 0, 1, 1], [1, 1, 0, 0], [0, 1, 1, 0]]
+    assert invalid == pytest.approx(2 / 3)
+    assert images.dtype == np.uint8

@@ -6,7 +6,9 @@ is pretrained with MLE, then continued by every method for the same number of up
 (``fairseq_maligan.experiment``). Every ``save_interval_updates`` a checkpoint is scored:
 NLL-oracle (the oracle's NLL of 1,000 generator samples) and NLL-test (the generator's NLL
 of 1,000 held-out oracle sequences), nats per token. The oracle is the same for every seed;
-the seed changes the generator's initialisation, batches and samples. Writes
+the seed changes the generator's initialisation, batches and samples. A seed whose
+``seed<N>/curves.json`` exists is not run again, so seeds can run in parallel
+(``--seeds 2`` and ``--seeds 3`` in two shells) and a final run aggregates them. Writes
 ``results.json``, ``curves.png`` and the temperature sweep of seed 1 (``sweep.png``).
 
     python examples/synthetic_oracle/run.py --quick   # about a minute
@@ -16,6 +18,7 @@ the seed changes the generator's initialisation, batches and samples. Writes
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import statistics
@@ -66,7 +69,9 @@ GENERATOR = ["--arch", "lstm_lm", "--decoder-embed-dim", "32", "--decoder-hidden
 
 
 def make_data(raw: Path, scale: dict) -> None:
-    """The oracle (seed 0) and its train/valid/test samples as text."""
+    """The oracle (seed 0) and its train/valid/test samples as text (kept if present)."""
+    if (raw / "test.txt").exists():
+        return
     subprocess.run([
         sys.executable, str(ROOT / "scripts" / "make_oracle_data.py"), "--out", str(raw),
         "--vocab-size", str(scale["vocab"]), "--seq-len", "20", "--train", str(scale["train"]),
@@ -149,24 +154,30 @@ def main() -> None:
         test_ids = torch.tensor([[int(w[1:]) for w in line.split()] for line in test_file])
     oracle_floor = float(oracle.nll(test_ids).mean())
 
-    per_seed, stages, sweep = {}, [], []
+    per_seed, stages = {}, []
     for seed in seeds:
-        experiment = LMExperiment(out / f"seed{seed}", GENERATOR, budget, seed=seed,
-                                  threads=args.threads, tokens_per_sample=32)
-        checkpoints = experiment.run_all(out / "raw")
-        print(f"\n== scoring the checkpoints of seed {seed}", flush=True)
-        per_seed[seed] = curves(experiment, checkpoints, oracle)
-        stages += [{"seed": seed, **stage} for stage in experiment.stages]
-        if seed == seeds[0]:
-            print("\n== temperature sweep", flush=True)
-            sweep = temperature_sweep(
-                {METHODS[m]: str(checkpoints[m]) for m in METHODS}, budget.temperatures,
-                budget.eval_samples, oracle=str(out / "raw" / "oracle.pt"),
-                data=str(experiment.data), max_len=oracle.seq_len + 1, seed=seed,
-            )
-            plot_sweep(sweep, str(out / "sweep.png"),
-                       "NLL-oracle (nats/token; lower: better quality)",
-                       "NLL-test (nats/token; lower: better coverage)")
+        cache = out / f"seed{seed}" / "curves.json"
+        if not cache.exists():
+            experiment = LMExperiment(out / f"seed{seed}", GENERATOR, budget, seed=seed,
+                                      threads=args.threads, tokens_per_sample=32)
+            checkpoints = experiment.run_all(out / "raw")
+            print(f"\n== scoring the checkpoints of seed {seed}", flush=True)
+            write_results(cache, {"curves": curves(experiment, checkpoints, oracle),
+                                  "stages": experiment.stages})
+        done = json.loads(cache.read_text())
+        per_seed[seed] = done["curves"]
+        stages += [{"seed": seed, **stage} for stage in done["stages"]]
+
+    print("\n== temperature sweep of the models of the first seed", flush=True)
+    first = out / f"seed{seeds[0]}"
+    sweep = temperature_sweep(
+        {METHODS[m]: str(first / m / "checkpoint_last.pt") for m in METHODS},
+        budget.temperatures, budget.eval_samples, oracle=str(out / "raw" / "oracle.pt"),
+        data=str(first / "data-bin"), max_len=oracle.seq_len + 1, seed=seeds[0],
+    )
+    plot_sweep(sweep, str(out / "sweep.png"),
+               "NLL-oracle (nats/token; lower: better quality)",
+               "NLL-test (nats/token; lower: better coverage)")
 
     start = {key: mean_spread([per_seed[s]["mle"][0][key] for s in seeds])
              for key in ("nll_oracle", "nll_test")}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import re
@@ -130,6 +131,13 @@ class Budget:
     save_interval_updates: int = 0  # > 0: keep checkpoints along the way (curves)
     eval_samples: int = 1000
     temperatures: tuple[float, ...] = (0.7, 0.85, 1.0, 1.2)
+
+    @classmethod
+    def quick(cls, **sizes: Any) -> Budget:
+        """A smoke-test budget: 2 MLE epochs, 6 updates per method, tiny evaluation."""
+        tiny = dict(mle_epochs=2, mle_lr=0.01, max_tokens=1500, updates=6, lr=1e-3, rollouts=4,
+                    disc_dim=16, eval_samples=100, temperatures=(0.8, 1.0))
+        return cls(**{**tiny, **sizes})
 
 
 def method_args(method: str, budget: Budget) -> list[str]:
@@ -263,9 +271,11 @@ def write_results(path: Path, payload: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(payload, indent=2, default=default) + "\n")
 
 
-def parse_mode(description: str, here: Path, **extra: dict[str, Any]) -> argparse.Namespace:
+def parse_mode(description: str, here: Path, quick: Budget, full: Budget,
+               **extra: dict[str, Any]) -> argparse.Namespace:
     """``--quick``, ``--out`` (default ``<here>/output/<mode>``), ``--threads``, and
-    ``extra`` (option name -> ``add_argument`` keywords); sets ``args.mode``."""
+    ``extra`` (option name -> ``add_argument`` keywords); sets ``args.mode`` and
+    ``args.budget``, and silences fairseq's INFO logging in this process."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a tiny run of a minute or two")
     parser.add_argument("--out", type=Path, help="output directory (default: output/<mode>)")
@@ -275,6 +285,8 @@ def parse_mode(description: str, here: Path, **extra: dict[str, Any]) -> argpars
         parser.add_argument(name, **options)
     args = parser.parse_args()
     args.mode = "quick" if args.quick else "full"
+    args.budget = quick if args.quick else full
+    logging.disable(logging.INFO)
     args.out = (args.out or here / "output" / args.mode).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     return args

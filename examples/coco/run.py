@@ -14,7 +14,6 @@ updates (``fairseq_maligan.experiment``).
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -34,19 +33,15 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[2] / "shared" / "data" / "texygen"
 ORDERS = (2, 3, 4, 5)
 MAX_LEN = 40
-QUICK = Budget(mle_epochs=2, mle_lr=0.01, max_tokens=1500, updates=6, lr=1e-3, rollouts=4,
-               prefix_init=8, prefix_decay=4, prefix_decay_updates=3, disc_dim=16,
-               eval_samples=100, temperatures=(0.8, 1.0))
+QUICK = Budget.quick(prefix_init=8, prefix_decay=4, prefix_decay_updates=3)
 FULL = Budget(mle_epochs=40, mle_lr=0.005, max_tokens=2500, finetune_max_tokens=1250,
               updates=200, lr=1e-3, rollouts=16, prefix_init=12, prefix_decay=2,
-              prefix_decay_updates=35, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=64,
-              eval_samples=1000, temperatures=(0.7, 0.85, 1.0, 1.2))
+              prefix_decay_updates=35, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=64)
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE)
-    logging.disable(logging.INFO)
-    budget = QUICK if args.quick else FULL
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
+    budget = args.budget
     started = time.time()
     train = read_references(str(DATA / "image_coco.txt"))
     test = read_references(str(DATA / "test_coco.txt"))

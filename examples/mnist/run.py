@@ -19,7 +19,6 @@ same temperature).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from pathlib import Path
@@ -41,13 +40,12 @@ from fairseq_maligan.experiment import (
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[2] / "shared" / "data" / "mnist" / "binarized_mnist.npz"
-QUICK = Budget(mle_epochs=3, mle_lr=0.01, max_tokens=2000, updates=6, lr=1e-3, rollouts=2,
-               prefix_init=32, prefix_decay=16, prefix_decay_updates=2, disc_dim=16,
-               eval_samples=64, temperatures=(0.8, 1.0))
+QUICK = Budget.quick(mle_epochs=3, max_tokens=2000, rollouts=2, prefix_init=32,
+                     prefix_decay=16, prefix_decay_updates=2, eval_samples=64)
 FULL = Budget(mle_epochs=10, mle_lr=0.005, max_tokens=4000, finetune_max_tokens=2000,
               updates=150, lr=3e-4, rollouts=4, prefix_init=98, prefix_decay=14,
               prefix_decay_updates=20, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=32,
-              eval_samples=500, temperatures=(0.7, 0.85, 1.0, 1.2))
+              eval_samples=500)
 NAMES = {"pretrained": "MLE pretrained", **METHODS}
 
 
@@ -101,9 +99,8 @@ def save_grid(images: np.ndarray, side: int, path: Path, title: str) -> None:
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE)
-    logging.disable(logging.INFO)
-    budget = QUICK if args.quick else FULL
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
+    budget = args.budget
     started = time.time()
     splits, labels, side = load_images(args.quick)
     pixels = side * side

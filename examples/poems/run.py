@@ -19,7 +19,6 @@ discriminator is a bidirectional 2-layer LSTM of hidden 32, as in the paper.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -47,13 +46,10 @@ PUBLISHED = {
 }
 HIDDEN = {"poem5": 32, "poem7": 100}
 LENGTH = {"poem5": 24, "poem7": 32}
-QUICK = Budget(mle_epochs=2, mle_lr=0.01, max_tokens=1500, updates=6, lr=1e-3, rollouts=4,
-               prefix_init=16, prefix_decay=8, prefix_decay_updates=3, disc_dim=16,
-               eval_samples=100, temperatures=(0.8, 1.0))
+QUICK = Budget.quick(prefix_init=16, prefix_decay=8, prefix_decay_updates=3)
 FULL = Budget(mle_epochs=30, mle_lr=0.005, max_tokens=2500, finetune_max_tokens=1250,
               updates=200, lr=1e-3, rollouts=16, prefix_init=20, prefix_decay=4,
-              prefix_decay_updates=40, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=32,
-              eval_samples=1000, temperatures=(0.7, 0.85, 1.0, 1.2))
+              prefix_decay_updates=40, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=32)
 
 
 def quatrains(corpus: str, limit: int | None) -> list[str]:
@@ -82,12 +78,11 @@ def split(poems: list[str], raw: Path) -> None:
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE, **{"--corpus": dict(
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, **{"--corpus": dict(
         choices=["poem5", "poem7", "both"], help="default: both (quick: poem5)")})
-    logging.disable(logging.INFO)
     corpora = ["poem5", "poem7"] if (args.corpus or ("poem5" if args.quick else "both")) \
         == "both" else [args.corpus or "poem5"]
-    budget = QUICK if args.quick else FULL
+    budget = args.budget
     results = {"mode": args.mode, "budget": budget, "published": PUBLISHED}
     for corpus in corpora:
         started = time.time()

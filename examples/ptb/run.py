@@ -15,7 +15,6 @@ for the same number of updates (``fairseq_maligan.experiment``).
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -38,19 +37,15 @@ MAX_WORDS = 35
 PUBLISHED = {"MLE": {"valid_ppl": 141.9, "test_ppl": 138.2},
              "MaliGAN-basic": {"valid_ppl": 131.6, "test_ppl": 125.3},
              "MaliGAN-full": {"valid_ppl": 128.0, "test_ppl": 123.8}}
-QUICK = Budget(mle_epochs=2, mle_lr=0.01, max_tokens=1500, updates=6, lr=1e-3, rollouts=2,
-               prefix_init=30, prefix_decay=5, prefix_decay_updates=1, disc_dim=16,
-               eval_samples=100, temperatures=(0.8, 1.0))
+QUICK = Budget.quick(rollouts=2, prefix_init=30, prefix_decay=5, prefix_decay_updates=1)
 FULL = Budget(mle_epochs=15, mle_lr=0.003, max_tokens=4000, finetune_max_tokens=2000,
               updates=300, lr=3e-4, rollouts=8, prefix_init=30, prefix_decay=5,
-              prefix_decay_updates=50, disc_lr=1e-3, disc_warmup_updates=30, disc_dim=64,
-              eval_samples=1000, temperatures=(0.7, 0.85, 1.0, 1.2))
+              prefix_decay_updates=50, disc_lr=1e-3, disc_warmup_updates=30, disc_dim=64)
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE)
-    logging.disable(logging.INFO)
-    budget = QUICK if args.quick else FULL
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
+    budget = args.budget
     started = time.time()
     raw, removed = args.out / "raw", {}
     for split in ("train", "valid", "test"):

@@ -17,9 +17,8 @@ the seed changes the generator's initialisation, batches and samples. A seed who
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
-import logging
 import math
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ from fairseq_maligan.experiment import (
     Budget,
     LMExperiment,
     interval_checkpoints,
+    parse_mode,
     write_results,
 )
 from fairseq_maligan.oracle import Oracle
@@ -52,18 +52,14 @@ ROOT = HERE.parents[1]
 PUBLISHED = {"random": 10.310, "mle": 9.038, "scheduled sampling": 8.985, "pg_bleu": 8.946,
              "seqgan": 8.736}
 
-QUICK = dict(vocab=200, train=600, test=100, seeds=(1,), budget=Budget(
-    mle_epochs=3, mle_lr=0.01, max_tokens=1000, updates=6, lr=1e-3, rollouts=4,
-    prefix_init=12, prefix_decay=4, prefix_decay_updates=2, disc_dim=16,
-    save_interval_updates=3, eval_samples=100, temperatures=(0.8, 1.0),
-))
-FULL = dict(vocab=5000, train=10000, test=1000, seeds=(1, 2, 3), budget=Budget(
-    mle_epochs=50, mle_lr=0.01, max_tokens=2100, finetune_max_tokens=1050, updates=200,
-    lr=1e-3, rollouts=16,
-    prefix_init=16, prefix_decay=2, prefix_decay_updates=25, disc_lr=1e-3,
-    disc_warmup_updates=20, disc_dim=64, save_interval_updates=20, eval_samples=1000,
-    temperatures=(0.7, 0.85, 1.0, 1.2),
-))
+QUICK = Budget.quick(mle_epochs=3, max_tokens=1000, prefix_init=12, prefix_decay=4,
+                     prefix_decay_updates=2, save_interval_updates=3)
+FULL = Budget(mle_epochs=50, mle_lr=0.01, max_tokens=2100, finetune_max_tokens=1050,
+              updates=200, lr=1e-3, rollouts=16, prefix_init=16, prefix_decay=2,
+              prefix_decay_updates=25, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=64,
+              save_interval_updates=20)
+DATA_SIZES = {"quick": dict(vocab=200, train=600, test=100, seeds=(1,)),
+              "full": dict(vocab=5000, train=10000, test=1000, seeds=(1, 2, 3))}
 GENERATOR = ["--arch", "lstm_lm", "--decoder-embed-dim", "32", "--decoder-hidden-size", "32",
              "--decoder-out-embed-dim", "32"]
 
@@ -133,19 +129,11 @@ def plot_curves(per_seed: dict[int, dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run of about a minute")
-    parser.add_argument("--out", type=Path, help="output directory (default: output/<mode>)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 1 2 3)")
-    parser.add_argument("--threads", type=int, default=1, help="threads of each fairseq process")
-    args = parser.parse_args()
-    logging.disable(logging.INFO)
-    mode = "quick" if args.quick else "full"
-    scale = QUICK if args.quick else FULL
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, **{"--seeds": dict(
+        type=int, nargs="+", help="training seeds (default 1 2 3; quick: 1)")})
+    mode, budget, out = args.mode, args.budget, args.out
+    scale = DATA_SIZES[mode]
     seeds = tuple(args.seeds or scale["seeds"])
-    budget: Budget = scale["budget"]
-    out = (args.out or HERE / "output" / mode).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
     make_data(out / "raw", scale)
@@ -157,12 +145,15 @@ def main() -> None:
     per_seed, stages = {}, []
     for seed in seeds:
         cache = out / f"seed{seed}" / "curves.json"
+        if cache.exists() and json.loads(cache.read_text())["budget"] != as_json(budget):
+            raise SystemExit(f"{cache} was made with another budget; remove seed{seed}/")
         if not cache.exists():
             experiment = LMExperiment(out / f"seed{seed}", GENERATOR, budget, seed=seed,
                                       threads=args.threads, tokens_per_sample=32)
             checkpoints = experiment.run_all(out / "raw")
             print(f"\n== scoring the checkpoints of seed {seed}", flush=True)
-            write_results(cache, {"curves": curves(experiment, checkpoints, oracle),
+            write_results(cache, {"budget": budget,
+                                  "curves": curves(experiment, checkpoints, oracle),
                                   "stages": experiment.stages})
         done = json.loads(cache.read_text())
         per_seed[seed] = done["curves"]
@@ -203,6 +194,11 @@ def main() -> None:
         print(f"{label:<16}{_cell(row['nll_oracle']):>18}{_cell(row['nll_test']):>18}"
               f"{row['invalid']['mean']:>9.1%}")
     print(f"\ntotal {results['seconds']:.0f} s; results, curves.png and sweep.png in {out}")
+
+
+def as_json(value: object) -> object:
+    """``value`` as it reads back from results JSON."""
+    return json.loads(json.dumps(value, default=dataclasses.asdict))
 
 
 def _cell(value: dict) -> str:

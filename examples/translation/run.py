@@ -20,25 +20,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fairseq_maligan.experiment import PLUGIN, Runner, checkpoint_updates
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-PLUGIN = ROOT / "fairseq_maligan"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"
 SPLITS = {"train": "train", "valid": "val", "test": "test2016"}
 SOURCE, TARGET = "en", "de"
 STAGES = ("sentencepiece", "preprocess", "mle", "finetune", "evaluate")
-PROGRESS = re.compile(r"\| (train_inner|train|valid) \|")
 
 
 @dataclass(frozen=True)
@@ -79,60 +76,17 @@ FULL = Scale(
 )
 
 
-class Experiment:
+class Experiment(Runner):
     """Runs the stages, records their commands and wall-clock times."""
 
     def __init__(self, args: argparse.Namespace, scale: Scale) -> None:
+        super().__init__(args.out, args.threads)
         self.args = args
         self.scale = scale
-        self.out: Path = args.out
         self.data_dir: Path = args.data_dir
         self.pieces = self.out / "pieces"
         self.spm_prefix = self.out / "spm" / "spm"
         self.data_bin = self.out / "data-bin"
-        self.env = {
-            **os.environ,
-            "PYTHONWARNINGS": "ignore",
-            "OMP_NUM_THREADS": str(args.threads),
-            "MKL_NUM_THREADS": str(args.threads),
-        }
-        self.stages: list[dict[str, Any]] = []
-
-    # -- running things -------------------------------------------------------------
-
-    def fairseq(self, stage: str, tool: str, args: list[str], echo: bool = True) -> str:
-        """Run ``python -m fairseq_cli.<tool>``, keep its log, echo its progress lines."""
-        command = [sys.executable, "-m", f"fairseq_cli.{tool}", *args]
-        log_path = self.out / "logs" / f"{stage}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"\n== {stage}: fairseq-{tool}", flush=True)
-        started = time.time()
-        lines: list[str] = []
-        with open(log_path, "w", buffering=1) as log:
-            proc = subprocess.Popen(
-                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                env=self.env, cwd=ROOT,
-            )
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                lines.append(line)
-                if echo and PROGRESS.search(line):
-                    print("   " + line.split(" | ", 3)[-1].strip()[:160], flush=True)
-            proc.wait()
-        seconds = time.time() - started
-        if proc.returncode != 0:
-            sys.exit(f"{stage} failed (exit {proc.returncode}); see {log_path}:\n"
-                     + "".join(lines[-25:]))
-        print(f"   done in {seconds:.0f} s (log: {log_path})", flush=True)
-        self.record(stage, command, seconds, log=str(log_path))
-        return "".join(lines)
-
-    def record(self, stage: str, command: list[str] | str, seconds: float, **extra: Any) -> None:
-        """Note one stage's command and wall-clock time for results.json."""
-        text = command if isinstance(command, str) else shlex.join(command)
-        self.stages.append({"stage": stage, "command": text, "seconds": round(seconds, 1),
-                            **extra})
 
     # -- 1. sentencepiece -------------------------------------------------------------
 
@@ -329,14 +283,6 @@ class Experiment:
                 "signature": str(bleu.get_signature()),
             })
         return rows
-
-
-def checkpoint_updates(path: Path) -> int:
-    """The number of updates a fairseq checkpoint was saved at (safe loading)."""
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return int(state["optimizer_history"][-1]["num_updates"])
 
 
 def training_speed(stages: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

@@ -38,9 +38,9 @@ PUBLISHED = {"MLE": {"valid_ppl": 141.9, "test_ppl": 138.2},
              "MaliGAN-basic": {"valid_ppl": 131.6, "test_ppl": 125.3},
              "MaliGAN-full": {"valid_ppl": 128.0, "test_ppl": 123.8}}
 QUICK = Budget.quick(rollouts=2, prefix_init=30, prefix_decay=5, prefix_decay_updates=1)
-FULL = Budget(mle_epochs=15, mle_lr=0.003, max_tokens=4000, finetune_max_tokens=2000,
-              updates=300, lr=3e-4, rollouts=8, prefix_init=30, prefix_decay=5,
-              prefix_decay_updates=50, disc_lr=1e-3, disc_warmup_updates=30, disc_dim=64)
+FULL = Budget(mle_epochs=8, mle_lr=0.003, max_tokens=4000, finetune_max_tokens=2000,
+              updates=180, lr=3e-4, rollouts=4, prefix_init=30, prefix_decay=5,
+              prefix_decay_updates=30, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=64)
 
 
 def main() -> None:

@@ -10,8 +10,9 @@ for the same number of updates with each method:
 - ``maligan_full``: ``maligan_mixed`` with N decreasing from ``prefix_init`` by K tokens
   every ``prefix_decay_updates`` (Algorithm 2: sequential, mixed MLE).
 
-Every adversarial method uses the same discriminator, sampler and learning rates; the
-discriminator warm-up updates (generator idle) count towards the budget. Each stage's
+Every adversarial method uses the same discriminator (pretrained once on samples of the
+MLE model when ``disc_pretrain_updates`` > 0, as both papers do), sampler and learning
+rates; the discriminator warm-up updates (generator idle) count towards the budget. Each stage's
 command, log and wall-clock time are recorded for ``results.json``.
 """
 
@@ -71,11 +72,16 @@ class Runner:
         self.stages: list[dict[str, Any]] = []
 
     def fairseq(self, stage: str, tool: str, args: Sequence[str], echo: bool = True) -> str:
-        """Run ``python -m fairseq_cli.<tool>``, keep its log, echo its progress lines."""
-        command = [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)]
+        """Run ``python -m fairseq_cli.<tool>`` as a stage (see :meth:`command`)."""
+        print(f"\n== {stage}: fairseq-{tool.replace('_', '-')}", flush=True)
+        return self.command(stage, ["-m", f"fairseq_cli.{tool}", *map(str, args)], echo)
+
+    def command(self, stage: str, args: Sequence[str], echo: bool = True) -> str:
+        """Run ``python ARGS`` in a fresh process, keep its log, echo its progress lines;
+        exit with the log's tail if it fails. Returns the output."""
+        command = [sys.executable, *map(str, args)]
         log_path = self.out / "logs" / f"{stage}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"\n== {stage}: fairseq-{tool.replace('_', '-')}", flush=True)
         started = time.time()
         lines: list[str] = []
         with open(log_path, "w", buffering=1) as log:
@@ -127,6 +133,7 @@ class Budget:
     prefix_decay_updates: int = 10
     disc_lr: float = 1e-3
     disc_warmup_updates: int = 0
+    disc_pretrain_updates: int = 0  # > 0: pretrain D on the MLE model's samples first
     disc_dim: int = 64
     save_interval_updates: int = 0  # > 0: keep checkpoints along the way (curves)
     eval_samples: int = 1000
@@ -136,11 +143,12 @@ class Budget:
     def quick(cls, **sizes: Any) -> Budget:
         """A smoke-test budget: 2 MLE epochs, 6 updates per method, tiny evaluation."""
         tiny = dict(mle_epochs=2, mle_lr=0.01, max_tokens=1500, updates=6, lr=1e-3, rollouts=4,
-                    disc_dim=16, eval_samples=100, temperatures=(0.8, 1.0))
+                    disc_dim=16, disc_pretrain_updates=3, eval_samples=100,
+                    temperatures=(0.8, 1.0))
         return cls(**{**tiny, **sizes})
 
 
-def method_args(method: str, budget: Budget) -> list[str]:
+def method_args(method: str, budget: Budget, disc_path: Path | None = None) -> list[str]:
     """Task, criterion and optimiser options of one method."""
     if method == "mle":
         return ["--task", "language_modeling", "--criterion", "cross_entropy",
@@ -150,6 +158,7 @@ def method_args(method: str, budget: Budget) -> list[str]:
         "--disc-arch", "rnn_discriminator", "--disc-embed-dim", str(budget.disc_dim),
         "--disc-hidden-dim", str(budget.disc_dim), "--disc-lr", str(budget.disc_lr),
         "--disc-warmup-updates", str(budget.disc_warmup_updates),
+        *(["--disc-path", str(disc_path)] if disc_path else []),
     ]
     if method == "seqgan":
         return [*adversarial, "--criterion", "seqgan", "--rollouts", str(budget.rollouts)]
@@ -168,9 +177,12 @@ class LMExperiment(Runner):
     """MLE pretraining, then every method for the same updates, on one binarised corpus."""
 
     def __init__(self, out: Path, generator: Sequence[str], budget: Budget, seed: int = 1,
-                 threads: int = 1, tokens_per_sample: int = 64) -> None:
+                 threads: int = 1, tokens_per_sample: int = 64,
+                 discriminator: Sequence[str] = ()) -> None:
         super().__init__(out, threads)
         self.generator = list(generator)
+        self.discriminator = list(discriminator)  # extra --disc-* options (layers, cell)
+        self.disc_path: Path | None = None
         self.budget = budget
         self.seed = seed
         self.tokens_per_sample = tokens_per_sample
@@ -203,7 +215,24 @@ class LMExperiment(Runner):
         ])
         return save_dir / "checkpoint_best.pt"
 
-    def finetune(self, method: str, pretrained: Path, extra: Sequence[str] = ()) -> Path:
+    def pretrain_discriminator(self, pretrained: Path) -> Path:
+        """The discriminator every adversarial method starts from: trained on real rows
+        against samples of the MLE model (``scripts/pretrain_discriminator.py``)."""
+        path = self.out / "discriminator.pt"
+        budget = self.budget
+        print("\n== pretrain_discriminator: scripts/pretrain_discriminator.py", flush=True)
+        self.command("pretrain_discriminator", [
+            PLUGIN.parent / "scripts" / "pretrain_discriminator.py", self.data,
+            "--generator", pretrained, "--output", path, "--disc-arch", "rnn_discriminator",
+            "--disc-embed-dim", str(budget.disc_dim), "--disc-hidden-dim", str(budget.disc_dim),
+            *self.discriminator, "--updates", str(budget.disc_pretrain_updates),
+            "--lr", str(budget.disc_lr),
+            "--max-tokens", str(budget.finetune_max_tokens or budget.max_tokens),
+            "--seed", str(self.seed),
+        ])
+        return path
+
+    def finetune(self, method: str, pretrained: Path) -> Path:
         """Continue ``pretrained`` for the budget's updates with ``method``; its save dir."""
         save_dir = self.out / method
         interval = self.budget.save_interval_updates
@@ -211,23 +240,26 @@ class LMExperiment(Runner):
             if interval > 0 else []
         max_tokens = self.budget.finetune_max_tokens or self.budget.max_tokens
         self.fairseq(method, "train", [
-            *self.common_args(save_dir, max_tokens), *method_args(method, self.budget),
+            *self.common_args(save_dir, max_tokens),
+            *method_args(method, self.budget, self.disc_path),
+            *(self.discriminator if method != "mle" else []),
             "--lr", str(self.budget.lr), "--max-update", str(self.budget.updates),
-            "--finetune-from-model", pretrained, *keep, *extra,
+            "--finetune-from-model", pretrained, *keep,
         ])
         return save_dir
 
-    def run_all(self, raw: Path, methods: Sequence[str] = tuple(METHODS),
-                extra: dict[str, Sequence[str]] | None = None) -> dict[str, Path]:
+    def run_all(self, raw: Path, methods: Sequence[str] = tuple(METHODS)) -> dict[str, Path]:
         """Preprocess, pretrain, fine-tune every method: name -> final checkpoint.
 
         The result starts with ``pretrained`` (the MLE starting point of every method).
         """
         self.preprocess(raw)
         pretrained = self.pretrain()
+        if self.budget.disc_pretrain_updates > 0:
+            self.disc_path = self.pretrain_discriminator(pretrained)
         checkpoints = {"pretrained": pretrained}
         for method in methods:
-            save_dir = self.finetune(method, pretrained, (extra or {}).get(method, ()))
+            save_dir = self.finetune(method, pretrained)
             checkpoints[method] = save_dir / "checkpoint_last.pt"
         return checkpoints
 

@@ -36,7 +36,8 @@ MAX_LEN = 40
 QUICK = Budget.quick(prefix_init=8, prefix_decay=4, prefix_decay_updates=3)
 FULL = Budget(mle_epochs=15, mle_lr=0.005, max_tokens=2500, finetune_max_tokens=1250,
               updates=200, lr=1e-3, rollouts=8, prefix_init=12, prefix_decay=2,
-              prefix_decay_updates=35, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=64)
+              prefix_decay_updates=35, disc_lr=1e-3,
+              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64)
 
 
 def main() -> None:

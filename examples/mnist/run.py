@@ -44,7 +44,8 @@ QUICK = Budget.quick(mle_epochs=3, max_tokens=2000, rollouts=2, prefix_init=32,
                      prefix_decay=16, prefix_decay_updates=2, eval_samples=64)
 FULL = Budget(mle_epochs=10, mle_lr=0.005, max_tokens=4000, finetune_max_tokens=2000,
               updates=150, lr=3e-4, rollouts=4, prefix_init=98, prefix_decay=14,
-              prefix_decay_updates=20, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=32,
+              prefix_decay_updates=20, disc_lr=1e-3,
+              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=32,
               eval_samples=500)
 NAMES = {"pretrained": "MLE pretrained", **METHODS}
 

@@ -49,7 +49,8 @@ LENGTH = {"poem5": 24, "poem7": 32}
 QUICK = Budget.quick(prefix_init=16, prefix_decay=8, prefix_decay_updates=3)
 FULL = Budget(mle_epochs=12, mle_lr=0.005, max_tokens=2500, finetune_max_tokens=1250,
               updates=200, lr=1e-3, rollouts=8, prefix_init=20, prefix_decay=4,
-              prefix_decay_updates=40, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=32)
+              prefix_decay_updates=40, disc_lr=1e-3,
+              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=32)
 
 
 def quatrains(corpus: str, limit: int | None) -> list[str]:
@@ -92,10 +93,9 @@ def main() -> None:
         generator = ["--arch", "lstm_lm", "--decoder-embed-dim", hidden,
                      "--decoder-hidden-size", hidden, "--decoder-out-embed-dim", hidden]
         experiment = LMExperiment(out, generator, budget, threads=args.threads,
-                                  tokens_per_sample=LENGTH[corpus] + 1)
-        disc = ["--disc-layers", "2", "--disc-cell", "lstm"]
-        checkpoints = experiment.run_all(out / "raw", extra={
-            m: disc for m in ("seqgan", "maligan_basic", "maligan_full")})
+                                  tokens_per_sample=LENGTH[corpus] + 1,
+                                  discriminator=["--disc-layers", "2", "--disc-cell", "lstm"])
+        checkpoints = experiment.run_all(out / "raw")
         references = out / "raw" / "test.txt"
         scores = score_text(experiment, checkpoints, references, orders=(2,),
                             max_len=LENGTH[corpus] + 1)

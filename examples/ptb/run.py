@@ -40,7 +40,8 @@ PUBLISHED = {"MLE": {"valid_ppl": 141.9, "test_ppl": 138.2},
 QUICK = Budget.quick(rollouts=2, prefix_init=30, prefix_decay=5, prefix_decay_updates=1)
 FULL = Budget(mle_epochs=8, mle_lr=0.003, max_tokens=4000, finetune_max_tokens=2000,
               updates=180, lr=3e-4, rollouts=4, prefix_init=30, prefix_decay=5,
-              prefix_decay_updates=30, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=64)
+              prefix_decay_updates=30, disc_lr=1e-3,
+              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64)
 
 
 def main() -> None:
@@ -60,8 +61,7 @@ def main() -> None:
                  "--decoder-out-embed-dim", dim, "--dropout", "0.2"]
     experiment = LMExperiment(args.out, generator, budget, threads=args.threads,
                               tokens_per_sample=MAX_WORDS + 1)
-    checkpoints = experiment.run_all(raw, extra={
-        m: ["--disc-cell", "gru"] for m in ("seqgan", "maligan_basic", "maligan_full")})
+    checkpoints = experiment.run_all(raw)
     splits = ("test",) if args.quick else ("valid", "test")
     scores = score_text(experiment, checkpoints, raw / "test.txt", orders=(4,),
                         max_len=MAX_WORDS + 1, splits=splits, stock_eval=True)

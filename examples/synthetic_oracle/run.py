@@ -54,9 +54,10 @@ PUBLISHED = {"random": 10.310, "mle": 9.038, "scheduled sampling": 8.985, "pg_bl
 
 QUICK = Budget.quick(mle_epochs=3, max_tokens=1000, prefix_init=12, prefix_decay=4,
                      prefix_decay_updates=2, save_interval_updates=3)
-FULL = Budget(mle_epochs=50, mle_lr=0.01, max_tokens=2100, finetune_max_tokens=1050,
+FULL = Budget(mle_epochs=12, mle_lr=0.01, max_tokens=2100, finetune_max_tokens=1050,
               updates=200, lr=1e-3, rollouts=16, prefix_init=16, prefix_decay=2,
-              prefix_decay_updates=25, disc_lr=1e-3, disc_warmup_updates=20, disc_dim=64,
+              prefix_decay_updates=25, disc_lr=1e-3,
+              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64,
               save_interval_updates=20)
 DATA_SIZES = {"quick": dict(vocab=200, train=600, test=100, seeds=(1,)),
               "full": dict(vocab=5000, train=10000, test=1000, seeds=(1, 2, 3))}

@@ -66,6 +66,9 @@ def test_method_options_define_basic_and_full():
     assert full[full.index("--prefix-init") + 1] == "12"
     assert method_args("mle", _budget())[:4] == ["--task", "language_modeling",
                                                  "--criterion", "cross_entropy"]
+    seqgan = method_args("seqgan", _budget(), Path("disc.pt"))
+    assert seqgan[seqgan.index("--disc-path") + 1] == "disc.pt"
+    assert "--disc-path" not in method_args("mle", _budget(), Path("disc.pt"))
     with pytest.raises(ValueError, match="unknown method"):
         method_args("gan", _budget())
 
@@ -96,6 +99,12 @@ def test_synthetic_oracle_quick(tmp_path):
     # The oracle scores its own data better than any generator trained for seconds.
     assert results["oracle_nll_of_its_test_data"] < start["nll_oracle"]
     assert {r["name"] for r in results["sweep"]} == set(METHODS.values())
+    # The discriminator was pretrained once and every adversarial run started from it.
+    disc = seed / "discriminator.pt"
+    assert disc.is_file()
+    for method in ("seqgan", "maligan_basic", "maligan_full"):
+        assert f"--disc-path {disc}" in next(
+            s["command"] for s in results["stages"] if s["stage"] == method)
     check_png(tmp_path / "curves.png")
     check_png(tmp_path / "sweep.png")
 

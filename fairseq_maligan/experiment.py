@@ -148,6 +148,12 @@ class Budget:
         return cls(**{**tiny, **sizes})
 
 
+def discriminator_args(budget: Budget) -> list[str]:
+    """The discriminator of every adversarial run (and of its pretraining script)."""
+    return ["--disc-arch", "rnn_discriminator", "--disc-embed-dim", str(budget.disc_dim),
+            "--disc-hidden-dim", str(budget.disc_dim)]
+
+
 def method_args(method: str, budget: Budget, disc_path: Path | None = None) -> list[str]:
     """Task, criterion and optimiser options of one method."""
     if method == "mle":
@@ -155,8 +161,7 @@ def method_args(method: str, budget: Budget, disc_path: Path | None = None) -> l
                 "--optimizer", "adam"]
     adversarial = [
         "--task", "maligan_language_modeling", "--optimizer", "maligan_adam",
-        "--disc-arch", "rnn_discriminator", "--disc-embed-dim", str(budget.disc_dim),
-        "--disc-hidden-dim", str(budget.disc_dim), "--disc-lr", str(budget.disc_lr),
+        *discriminator_args(budget), "--disc-lr", str(budget.disc_lr),
         "--disc-warmup-updates", str(budget.disc_warmup_updates),
         *(["--disc-path", str(disc_path)] if disc_path else []),
     ]
@@ -223,8 +228,7 @@ class LMExperiment(Runner):
         print("\n== pretrain_discriminator: scripts/pretrain_discriminator.py", flush=True)
         self.command("pretrain_discriminator", [
             PLUGIN.parent / "scripts" / "pretrain_discriminator.py", self.data,
-            "--generator", pretrained, "--output", path, "--disc-arch", "rnn_discriminator",
-            "--disc-embed-dim", str(budget.disc_dim), "--disc-hidden-dim", str(budget.disc_dim),
+            "--generator", pretrained, "--output", path, *discriminator_args(budget),
             *self.discriminator, "--updates", str(budget.disc_pretrain_updates),
             "--lr", str(budget.disc_lr),
             "--max-tokens", str(budget.finetune_max_tokens or budget.max_tokens),
@@ -277,7 +281,7 @@ class LMExperiment(Runner):
         if found is None:
             sys.exit(f"{stage}: no perplexity in fairseq-eval-lm's output")
         loss2, perplexity = float(found.group(1)), float(found.group(2))
-        return {"loss_base2": loss2, "perplexity": perplexity, "nll": loss2 * 0.6931471805599453}
+        return {"loss_base2": loss2, "perplexity": perplexity, "nll": loss2 * math.log(2)}
 
 
 def checkpoint_updates(path: Path) -> int:

@@ -29,11 +29,9 @@ from pathlib import Path
 import torch
 
 from fairseq_maligan.evaluation import (
+    evaluate_generator,
     load_generator,
-    nll_oracle,
-    nll_test,
     plot_sweep,
-    sample_rows,
     temperature_sweep,
 )
 from fairseq_maligan.experiment import (
@@ -79,9 +77,10 @@ def make_data(raw: Path, scale: dict) -> None:
 def score(path: Path, data: Path, oracle: Oracle, num_samples: int, seed: int) -> dict:
     """NLL-oracle, invalid-sample share and NLL-test of one checkpoint."""
     model, task = load_generator(str(path), str(data))
-    rows = sample_rows(model, num_samples, oracle.seq_len + 1, seed=seed)
-    nll, invalid = nll_oracle(oracle, rows, task.target_dictionary)
-    return {"nll_oracle": nll, "invalid": invalid, "nll_test": nll_test(model, task, "test")}
+    metrics = evaluate_generator(model, task, num_samples=num_samples,
+                                 max_len=oracle.seq_len + 1, seed=seed, oracle=oracle)
+    return {"nll_oracle": metrics["nll_oracle"], "invalid": metrics["oracle_invalid"],
+            "nll_test": metrics["nll_test"]}
 
 
 def curves(experiment: LMExperiment, checkpoints: dict[str, Path], oracle: Oracle) -> dict:

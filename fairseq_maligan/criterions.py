@@ -530,6 +530,12 @@ class RolloutConfig(AdversarialConfig):
     rollouts: int = field(
         default=16, metadata={"help": "R: Monte-Carlo completions of each prefix"}
     )
+    rollout_max_rows: int = field(
+        default=1024,
+        metadata={"help": "rollouts of consecutive steps share a decoding batch up to this "
+                          "many rows (at least one step per batch); more means fewer, larger "
+                          "calls and more memory for decoder caches: raise it on a GPU"},
+    )
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -546,6 +552,10 @@ class RolloutCriterion(AdversarialCriterion):
         super().__init__(cfg, task)
         if cfg.rollouts < 1:
             raise ConfigError(f"--rollouts must be at least 1, got {cfg.rollouts}")
+        if cfg.rollout_max_rows < 1:
+            raise ConfigError(
+                f"--rollout-max-rows must be at least 1, got {cfg.rollout_max_rows}"
+            )
 
     def rollout_policy(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model that completes prefixes (the generator itself by default)."""
@@ -567,7 +577,7 @@ class RolloutCriterion(AdversarialCriterion):
         try:
             values = rollout_scores(
                 self.rollout_policy(model), sample, fake_rows, fake_order, prefix_len,
-                self.cfg.rollouts, score,
+                self.cfg.rollouts, score, max_rows=self.cfg.rollout_max_rows,
             )
         finally:
             self.discriminator.train(was_training)

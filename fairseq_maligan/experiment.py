@@ -28,7 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -194,7 +194,9 @@ class LMExperiment(Runner):
         self.data = self.out / "data-bin"
 
     def preprocess(self, raw: Path) -> None:
-        """Binarise ``raw/{train,valid,test}.txt`` into ``data-bin``."""
+        """Binarise ``raw/{train,valid,test}.txt`` into ``data-bin`` (kept if complete)."""
+        if (self.data / "test.idx").exists():
+            return
         self.fairseq("preprocess", "preprocess", [
             "--only-source", "--trainpref", raw / "train.txt", "--validpref", raw / "valid.txt",
             "--testpref", raw / "test.txt", "--destdir", self.data, "--workers", "1",
@@ -224,6 +226,8 @@ class LMExperiment(Runner):
         """The discriminator every adversarial method starts from: trained on real rows
         against samples of the MLE model (``scripts/pretrain_discriminator.py``)."""
         path = self.out / "discriminator.pt"
+        if path.exists():
+            return path
         budget = self.budget
         print("\n== pretrain_discriminator: scripts/pretrain_discriminator.py", flush=True)
         self.command("pretrain_discriminator", [
@@ -256,6 +260,8 @@ class LMExperiment(Runner):
         """Preprocess, pretrain, fine-tune every method: name -> final checkpoint.
 
         The result starts with ``pretrained`` (the MLE starting point of every method).
+        A rerun resumes: finished data and discriminator are kept, and fairseq-train
+        continues each stage from its ``checkpoint_last.pt``.
         """
         self.preprocess(raw)
         pretrained = self.pretrain()
@@ -305,6 +311,21 @@ def write_results(path: Path, payload: dict[str, Any]) -> None:
         return str(value)
 
     Path(path).write_text(json.dumps(payload, indent=2, default=default) + "\n")
+
+
+def cached_result(path: Path, budget: Budget, compute: Callable[[], dict[str, Any]]
+                  ) -> dict[str, Any]:
+    """``compute()``, stored at ``path`` with the budget that made it and read back by a
+    later call, so that parts of an experiment (seeds, corpora) can run in parallel and
+    a final run aggregates them; a file made with another budget is an error."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_results(path, {"budget": budget, **compute()})
+    stored = json.loads(path.read_text())
+    if stored["budget"] != json.loads(json.dumps(asdict(budget))):
+        sys.exit(f"{path} was made with another budget; remove it to run again")
+    return stored
 
 
 def parse_mode(description: str, here: Path, quick: Budget, full: Budget,

@@ -46,12 +46,14 @@ def draw_tokens(
     ``uniform`` holds one U[0, 1) draw per row, so that a fixed set of draws gives a
     fixed sample (tests compare samplers that way). ``banned`` tokens (padding, BOS)
     get probability zero. ``cumsum`` + ``searchsorted`` is much faster on CPU than
-    ``torch.multinomial``.
+    ``torch.multinomial``; the CDF is left unnormalised and built in place, in one
+    buffer (a softmax, then a cumsum into a new tensor, took three times as long).
     """
     logits = logits.float() / temperature
     if banned:
         logits[:, list(banned)] = float("-inf")
-    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
+    logits -= logits.max(dim=1, keepdim=True).values
+    cdf = logits.exp_().cumsum_(dim=1)
     threshold = uniform.unsqueeze(1).to(cdf) * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, threshold, right=True).squeeze(1)
     return tokens.clamp_(max=logits.size(1) - 1)
@@ -299,44 +301,117 @@ def rollout_scores(
     score: ScoreFn,
     generator: torch.Generator | None = None,
     recompute_prefix: bool = False,
+    max_rows: int = 1024,
 ) -> Tensor:
     """Monte-Carlo rollouts: ``score`` of R completions of every prefix ``rows[:, :t+1]``.
 
     ``rows`` are target-side rows taken from batch rows ``order``. For each step
     ``t >= start`` the policy's decoder state after ``rows[:, :t+1]`` is forked R times
-    (no prefix is recomputed, ``rows[:, t]`` is fed once for all R) and completed by
-    sampling, all rows and rollouts in one batched incremental decode. A row that
-    already ended by ``t`` completes as itself, so its value is its own score. Returns
-    (n, L, R); entries before ``start`` are zero.
+    (no prefix is recomputed) and completed by sampling. A row that already ended by
+    ``t`` completes as itself, so its value is its own score. Returns (n, L, R); entries
+    before ``start``, and from the first step at which every row has ended, are zero.
+
+    Completions of different start steps sit at the same position at every decoding
+    step, so their caches have equal lengths and can advance together in one batch,
+    one decoder call per position instead of one per position and start step. Start
+    steps are grouped so that a batch holds at most about ``max_rows`` completions
+    (at least one step per batch), and each group is scored in one call. Larger groups
+    mean fewer, larger calls, which pays where calls are expensive (a GPU); on a CPU
+    with a large vocabulary they were slower (``scripts/bench.py``).
 
     ``recompute_prefix`` selects the reference implementation of the tests and
-    ``scripts/bench.py``: every completion recomputes its whole prefix at every step
+    ``scripts/bench.py``: every decoding step recomputes the whole prefix
     (:class:`RecomputeState`); given the same random draws the values are the same.
     """
     count, width = rows.shape
     values = rows.new_zeros(count, width, num_rollouts, dtype=torch.float)
     pad, eos = policy.decoder.dictionary.pad(), policy.decoder.dictionary.eos()
     ended = torch.cumsum(rows.eq(eos) | rows.eq(pad), dim=1).gt(0)
-    expand = torch.arange(count, device=rows.device).repeat_interleave(num_rollouts)
+    all_ended = ended.all(dim=0).tolist()
+    steps = [t for t in range(start, width) if t == 0 or not all_ended[t - 1]]
+    if not steps:
+        return values
+    per_group = max(1, max_rows // (count * num_rollouts))
     was_training = policy.training
     policy.eval()
     try:
         state = (RecomputeState if recompute_prefix else DecoderState)(policy, sample)
         state.reorder(order)
         inputs = torch.cat([first_decoder_input(policy, sample)[order], rows], dim=1)
-        state.next_logits(inputs[:, :1])
-        for t in range(width):
-            if t > 0 and bool(ended[:, t - 1].all()):
-                break
-            # x_t is fed once, here, for the n rows; the R forks start from its output.
-            logits = state.next_logits(inputs[:, : t + 2]) if t + 1 < width else None
-            if t < start:
-                continue
-            completions = continue_rows(
-                state.fork(expand), inputs[expand, : t + 2], ended[expand, t], width,
-                generator=generator, first_logits=None if logits is None else logits[expand],
-            )[:, 1:]
-            values[:, t] = score(completions, order[expand]).float().view(count, -1)
+        for t in range(steps[0] + 1):
+            state.next_logits(inputs[:, : t + 1])
+        for first in range(0, len(steps), per_group):
+            group = steps[first:first + per_group]
+            completions, state = _complete_group(
+                state, inputs, ended, group, num_rollouts, generator,
+                keep_rows=first + per_group < len(steps),
+            )
+            expand = order.repeat_interleave(num_rollouts).repeat(len(group))
+            scores = score(completions, expand).float()
+            values[:, group] = scores.view(len(group), count, num_rollouts).transpose(0, 1)
     finally:
         policy.train(was_training)
     return values
+
+
+def _complete_group(
+    state: DecoderState | RecomputeState,
+    inputs: Tensor,
+    ended: Tensor,
+    steps: list[int],
+    num_rollouts: int,
+    generator: torch.Generator | None,
+    keep_rows: bool,
+) -> tuple[Tensor, DecoderState | RecomputeState | None]:
+    """R completions of the prefixes of every row at consecutive ``steps``, in one batch.
+
+    ``state`` holds the n rows after ``inputs[:, :steps[0] + 1]`` and becomes the batch
+    (it is consumed). The batch holds the rows, teacher-forced on ``inputs``, while forks
+    still join: after ``x_t`` is fed for a step ``t`` of ``steps``, R forks of each row
+    join; every fork samples until EOS or the row width and leaves the batch when it
+    ends. Returns the completions (len(steps) * n * R, L), step-major, then row, then
+    rollout; and, if ``keep_rows``, the rows' state after ``inputs[:, :steps[-1] + 2]``.
+    """
+    count, width = ended.shape
+    device = inputs.device
+    dictionary = state.model.decoder.dictionary
+    pad, eos = dictionary.pad(), dictionary.eos()
+    banned = banned_tokens(state.model)
+    row_ids = torch.arange(count, device=device)
+    expand = row_ids.repeat_interleave(num_rollouts)
+    completions = inputs.new_full((len(steps) * expand.numel(), width), pad)
+    forks = inputs[:0, : steps[0] + 2]      # decoder inputs of the forks; last one not fed
+    slots = row_ids[:0]                     # each fork's row in ``completions``
+    rows_state: DecoderState | RecomputeState | None = None
+    for t in range(steps[0], width):
+        joining = t <= steps[-1]            # the rows sit first in the batch until then
+        offset = count if joining else 0
+        if t + 1 < width:
+            fed = torch.cat([inputs[:, : t + 2], forks]) if joining else forks
+            logits = state.next_logits(fed)
+        in_batch = torch.arange(offset, offset + forks.size(0), device=device)
+        finished = torch.zeros(forks.size(0), dtype=torch.bool, device=device)
+        if joining:
+            first_slot = (t - steps[0]) * expand.numel()
+            forks = torch.cat([forks, inputs[expand, : t + 2]])
+            slots = torch.cat([slots, first_slot + torch.arange(expand.numel(), device=device)])
+            in_batch = torch.cat([in_batch, expand])
+            finished = torch.cat([finished, ended[expand, t]])
+        if t + 1 == width:
+            break
+        uniform = torch.rand(forks.size(0), generator=generator, device=device)
+        step = draw_tokens(logits[in_batch], uniform, banned=banned).masked_fill_(finished, pad)
+        forks = torch.cat([forks, step.unsqueeze(1)], dim=1)
+        if keep_rows and t == steps[-1]:
+            rows_state = state.fork(row_ids)
+        done = finished | step.eq(eos)
+        completions[slots[done], : t + 2] = forks[done, 1:]
+        live = (~done).nonzero().squeeze(1)
+        forks, slots = forks[live], slots[live]
+        if live.numel() == 0 and t >= steps[-1]:
+            break
+        if joining or live.numel() < done.numel():
+            state.reorder(torch.cat([row_ids, in_batch[live]]) if t < steps[-1]
+                          else in_batch[live])
+    completions[slots, : forks.size(1) - 1] = forks[:, 1:]
+    return completions, rows_state

@@ -21,6 +21,7 @@ ADVERSARIAL = ["--criterion", "maligan_mixed", "--optimizer", "maligan_adam", "-
         (["--prefix-init", "500"], "--prefix-init"),
         (["--prefix-decay-updates", "0"], "--prefix-decay-updates"),
         (["--disc-steps", "0"], "--disc-steps"),
+        (["--criterion", "seqgan", "--rollout-max-rows", "0"], "--rollout-max-rows"),
     ],
 )
 def test_bad_criterion_option_is_named(lm_data, options, named):

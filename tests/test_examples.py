@@ -21,7 +21,13 @@ import torch
 from fairseq.data import Dictionary
 
 from fairseq_maligan.criterions import prefix_length
-from fairseq_maligan.experiment import METHODS, checkpoint_updates, method_args
+from fairseq_maligan.experiment import (
+    METHODS,
+    Budget,
+    cached_result,
+    checkpoint_updates,
+    method_args,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -78,6 +84,24 @@ def _budget():
 
     return Budget(mle_epochs=1, mle_lr=0.01, max_tokens=100, updates=2, lr=1e-3,
                   prefix_init=12)
+
+
+def test_cached_result_runs_once_per_budget(tmp_path):
+    """Seeds and corpora run in parallel are gathered from their cached results."""
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"score": 0.5}
+
+    budget = Budget.quick()
+    path = tmp_path / "seed1" / "curves.json"
+    first = cached_result(path, budget, compute)
+    again = cached_result(path, budget, compute)
+    assert first == again and first["score"] == 0.5 and len(calls) == 1
+    with pytest.raises(SystemExit, match="another budget"):
+        cached_result(path, Budget.quick(updates=budget.updates + 1), compute)
+    assert len(calls) == 1
 
 
 def test_synthetic_oracle_quick(tmp_path):

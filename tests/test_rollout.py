@@ -103,7 +103,8 @@ def test_seqgan_rewards_align_with_step_and_row(monkeypatch):
 
 @pytest.mark.parametrize("arch", ["transformer_lm", "lstm_lm"])
 @pytest.mark.parametrize("start", [0, 3])
-def test_batched_rollouts_equal_naive_loop(lm_data, arch, start):
+@pytest.mark.parametrize("max_rows", [36, 8192])
+def test_batched_rollouts_equal_naive_loop(lm_data, arch, start, max_rows):
     torch.manual_seed(0)
     extra = TINY_TRANSFORMER if arch == "transformer_lm" else TINY_LSTM
     _, task, model, _ = build(lm_data, extra + ["--criterion", "cross_entropy"])
@@ -117,11 +118,61 @@ def test_batched_rollouts_equal_naive_loop(lm_data, arch, start):
         return (tokens.float() * positions[:width]).sum(1) / 100 + batch_order
 
     fast = rollout_scores(model, sample, rows, order, start, 3, score,
-                          generator=torch.Generator().manual_seed(5))
-    slow = rollout_scores(model, sample, rows, order, start, 3, score,
+                          generator=torch.Generator().manual_seed(5), max_rows=max_rows)
+    slow = rollout_scores(model, sample, rows, order, start, 3, score, max_rows=max_rows,
                           generator=torch.Generator().manual_seed(5), recompute_prefix=True)
     assert torch.equal(fast, slow)
     assert fast[:, :start].abs().sum() == 0 and fast[:, start].abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["transformer_lm", "lstm_lm"])
+@pytest.mark.parametrize("max_rows", [1, 40, 10_000])
+def test_rollouts_complete_their_own_prefix(lm_data, arch, max_rows):
+    """However start steps are grouped into batches, the completions scored for step t
+    of row i begin with row i's first t + 1 tokens, end well (EOS, then padding), and
+    land in values[i, t]; rows that already ended complete as themselves."""
+    torch.manual_seed(0)
+    extra = TINY_TRANSFORMER if arch == "transformer_lm" else TINY_LSTM
+    _, task, model, _ = build(lm_data, extra + ["--criterion", "cross_entropy"])
+    sample = first_batch(task, max_sentences=3)
+    rows = sample_continuations(model, sample, 0, 2, generator=torch.Generator().manual_seed(1))
+    count, width = rows.shape
+    order = torch.arange(3).repeat_interleave(2)
+    eos, pad = model.decoder.dictionary.eos(), model.decoder.dictionary.pad()
+    scored = []
+
+    def score(tokens, batch_order):
+        scored.append((tokens, batch_order))
+        return torch.arange(tokens.size(0), dtype=torch.float) + 1000 * len(scored)
+
+    start, rollouts = 1, 3
+    values = rollout_scores(model, sample, rows, order, start, rollouts, score,
+                            generator=torch.Generator().manual_seed(2), max_rows=max_rows)
+    tokens = torch.cat([t for t, _ in scored])
+    per_step = count * rollouts
+    assert torch.equal(torch.cat([o for _, o in scored]),
+                       order.repeat_interleave(rollouts).repeat(tokens.size(0) // per_step))
+    ended = torch.cumsum(rows.eq(eos) | rows.eq(pad), dim=1).gt(0)
+    steps = [t for t in range(start, width) if not ended[:, t - 1].all()]
+    assert tokens.shape == (len(steps) * count * rollouts, width)
+    assert len(scored) == math.ceil(len(steps) / max(1, max_rows // per_step))  # 18 rows/step
+    for k, t in enumerate(steps):
+        block = tokens[k * per_step:(k + 1) * per_step].view(count, rollouts, -1)
+        assert torch.equal(block[:, :, : t + 1], rows[:, None, : t + 1].expand(-1, rollouts, -1))
+        for i in range(count):
+            for completion in block[i]:
+                ends = completion.eq(eos).nonzero()
+                assert ends.numel() == 1 or not completion.eq(pad).any()
+                if ends.numel():
+                    assert completion[ends[0, 0] + 1:].eq(pad).all()
+            if ended[i, t]:
+                assert (block[i] == rows[i]).all()
+    flat = torch.cat([score_values for score_values in
+                      (torch.arange(t.size(0), dtype=torch.float) + 1000 * (n + 1)
+                       for n, (t, _) in enumerate(scored))])
+    expected = flat.view(len(steps), count, rollouts).transpose(0, 1)
+    assert torch.equal(values[:, steps], expected)
+    assert values[:, :start].abs().sum() == 0 and values[:, steps[-1] + 1:].abs().sum() == 0
 
 
 def test_seqgan_policy_is_delayed_copy_and_survives_reload():

@@ -14,6 +14,10 @@ discriminator is a bidirectional 2-layer LSTM of hidden 32, as in the paper.
 
     python examples/poems/run.py --quick     # a minute or two, Poem-5 only, small
     python examples/poems/run.py             # both corpora (README.md)
+
+Each corpus keeps its results in ``<out>/<corpus>/results.json`` and is not run again
+while that file exists, so ``--corpus poem5`` and ``--corpus poem7`` can run in two
+shells and a plain run then gathers both into ``<out>/results.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from fairseq_maligan.experiment import (
     Budget,
     LMExperiment,
+    cached_result,
     parse_mode,
     print_results,
     score_text,
@@ -86,26 +91,30 @@ def main() -> None:
     budget = args.budget
     results = {"mode": args.mode, "budget": budget, "published": PUBLISHED}
     for corpus in corpora:
-        started = time.time()
         out = args.out / corpus
-        split(quatrains(corpus, 2000 if args.quick else None), out / "raw")
-        hidden = str(HIDDEN[corpus] if not args.quick else 16)
-        generator = ["--arch", "lstm_lm", "--decoder-embed-dim", hidden,
-                     "--decoder-hidden-size", hidden, "--decoder-out-embed-dim", hidden]
-        experiment = LMExperiment(out, generator, budget, threads=args.threads,
-                                  tokens_per_sample=LENGTH[corpus] + 1,
-                                  discriminator=["--disc-layers", "2", "--disc-cell", "lstm"])
-        checkpoints = experiment.run_all(out / "raw")
-        references = out / "raw" / "test.txt"
-        scores = score_text(experiment, checkpoints, references, orders=(2,),
-                            max_len=LENGTH[corpus] + 1)
-        sweep = sweep_text(experiment, checkpoints, references, order=2,
-                           max_len=LENGTH[corpus] + 1)
-        results[corpus] = {"scores": scores, "sweep": sweep, "stages": experiment.stages,
-                           "seconds": round(time.time() - started, 1)}
+
+        def run_corpus(corpus: str = corpus, out: Path = out) -> dict:
+            started = time.time()
+            split(quatrains(corpus, 2000 if args.quick else None), out / "raw")
+            hidden = str(HIDDEN[corpus] if not args.quick else 16)
+            generator = ["--arch", "lstm_lm", "--decoder-embed-dim", hidden,
+                         "--decoder-hidden-size", hidden, "--decoder-out-embed-dim", hidden]
+            experiment = LMExperiment(out, generator, budget, threads=args.threads,
+                                      tokens_per_sample=LENGTH[corpus] + 1,
+                                      discriminator=["--disc-layers", "2", "--disc-cell", "lstm"])
+            checkpoints = experiment.run_all(out / "raw")
+            references = out / "raw" / "test.txt"
+            return {"scores": score_text(experiment, checkpoints, references, orders=(2,),
+                                         max_len=LENGTH[corpus] + 1),
+                    "sweep": sweep_text(experiment, checkpoints, references, order=2,
+                                        max_len=LENGTH[corpus] + 1),
+                    "stages": experiment.stages, "seconds": round(time.time() - started, 1)}
+
+        results[corpus] = cached_result(out / "results.json", budget, run_corpus)
         print_results(f"{corpus}: BLEU-2 (higher is better), self-BLEU-2, test perplexity "
                       f"(base e, per token); {budget.updates} updates after MLE",
-                      scores, ("bleu2", "self_bleu2", "test_ppl"), PUBLISHED[corpus])
+                      results[corpus]["scores"], ("bleu2", "self_bleu2", "test_ppl"),
+                      PUBLISHED[corpus])
     write_results(args.out / "results.json", results)
     print(f"\nresults.json and <corpus>/sweep.png in {args.out}")
 

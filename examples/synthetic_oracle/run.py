@@ -17,9 +17,9 @@ the seed changes the generator's initialisation, batches and samples. A seed who
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +38,7 @@ from fairseq_maligan.experiment import (
     METHODS,
     Budget,
     LMExperiment,
+    cached_result,
     interval_checkpoints,
     parse_mode,
     write_results,
@@ -64,14 +65,23 @@ GENERATOR = ["--arch", "lstm_lm", "--decoder-embed-dim", "32", "--decoder-hidden
 
 
 def make_data(raw: Path, scale: dict) -> None:
-    """The oracle (seed 0) and its train/valid/test samples as text (kept if present)."""
-    if (raw / "test.txt").exists():
+    """The oracle (seed 0) and its train/valid/test samples as text (kept if present).
+
+    Written to a private folder and renamed into place, so that seeds started in parallel
+    never read a half-written file.
+    """
+    if raw.exists():
         return
+    staging = raw.with_name(f"{raw.name}.{os.getpid()}")
     subprocess.run([
-        sys.executable, str(ROOT / "scripts" / "make_oracle_data.py"), "--out", str(raw),
+        sys.executable, str(ROOT / "scripts" / "make_oracle_data.py"), "--out", str(staging),
         "--vocab-size", str(scale["vocab"]), "--seq-len", "20", "--train", str(scale["train"]),
         "--valid", str(scale["test"]), "--test", str(scale["test"]), "--seed", "0",
     ], check=True)
+    try:
+        staging.rename(raw)
+    except OSError:
+        shutil.rmtree(staging)
 
 
 def score(path: Path, data: Path, oracle: Oracle, num_samples: int, seed: int) -> dict:
@@ -144,18 +154,16 @@ def main() -> None:
 
     per_seed, stages = {}, []
     for seed in seeds:
-        cache = out / f"seed{seed}" / "curves.json"
-        if cache.exists() and json.loads(cache.read_text())["budget"] != as_json(budget):
-            raise SystemExit(f"{cache} was made with another budget; remove seed{seed}/")
-        if not cache.exists():
-            experiment = LMExperiment(out / f"seed{seed}", GENERATOR, budget, seed=seed,
-                                      threads=args.threads, tokens_per_sample=32)
+        experiment = LMExperiment(out / f"seed{seed}", GENERATOR, budget, seed=seed,
+                                  threads=args.threads, tokens_per_sample=32)
+
+        def run_seed(experiment: LMExperiment = experiment) -> dict:
             checkpoints = experiment.run_all(out / "raw")
-            print(f"\n== scoring the checkpoints of seed {seed}", flush=True)
-            write_results(cache, {"budget": budget,
-                                  "curves": curves(experiment, checkpoints, oracle),
-                                  "stages": experiment.stages})
-        done = json.loads(cache.read_text())
+            print(f"\n== scoring the checkpoints of seed {experiment.seed}", flush=True)
+            return {"curves": curves(experiment, checkpoints, oracle),
+                    "stages": experiment.stages}
+
+        done = cached_result(experiment.out / "curves.json", budget, run_seed)
         per_seed[seed] = done["curves"]
         stages += [{"seed": seed, **stage} for stage in done["stages"]]
 
@@ -194,11 +202,6 @@ def main() -> None:
         print(f"{label:<16}{_cell(row['nll_oracle']):>18}{_cell(row['nll_test']):>18}"
               f"{row['invalid']['mean']:>9.1%}")
     print(f"\ntotal {results['seconds']:.0f} s; results, curves.png and sweep.png in {out}")
-
-
-def as_json(value: object) -> object:
-    """``value`` as it reads back from results JSON."""
-    return json.loads(json.dumps(value, default=dataclasses.asdict))
 
 
 def _cell(value: dict) -> str:

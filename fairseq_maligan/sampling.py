@@ -400,7 +400,8 @@ def _complete_group(
         if t + 1 == width:
             break
         uniform = torch.rand(forks.size(0), generator=generator, device=device)
-        step = draw_tokens(logits[in_batch], uniform, banned=banned).masked_fill_(finished, pad)
+        fork_logits = logits[in_batch] if joining else logits  # the rows have left
+        step = draw_tokens(fork_logits, uniform, banned=banned).masked_fill_(finished, pad)
         forks = torch.cat([forks, step.unsqueeze(1)], dim=1)
         if keep_rows and t == steps[-1]:
             rows_state = state.fork(row_ids)

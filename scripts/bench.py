@@ -431,11 +431,13 @@ def rollout_section(gen: Generator, sizes: Sizes, report: Report, device: torch.
         sample = gen.batch(b, t)
         mle = gen.criterion(["--criterion", "cross_entropy"])
 
-        def build(rollouts: int, name: str = name, m: int = m) -> Any:
+        def build(rollouts: int, *extra: str, name: str = name, m: int = m) -> Any:
             return gen.criterion(["--criterion", name, "--num-samples", str(m), "--rollouts",
-                                  str(rollouts), "--prefix-init", "0", "--prefix-decay", "0"])
+                                  str(rollouts), "--prefix-init", "0", "--prefix-decay", "0",
+                                  *extra])
 
         crit, warm = build(r), build(1)
+        per_step = build(r, "--rollout-max-rows", "1")
 
         def naive(crit: Any = crit, sample: dict = sample) -> None:
             with naive_rollouts():
@@ -444,13 +446,20 @@ def rollout_section(gen: Generator, sizes: Sizes, report: Report, device: torch.
         times = compare(
             {"mle": lambda mle=mle, sample=sample: gen.update(mle, sample),
              "batched": lambda crit=crit, sample=sample: gen.update(crit, sample),
+             "per_step": lambda crit=per_step, sample=sample: gen.update(crit, sample),
              "naive": naive},
             max(sizes.trials, sizes.rollout_trials), device,
-            fewer={"batched": sizes.rollout_trials, "naive": sizes.rollout_naive_trials},
+            fewer={"batched": sizes.rollout_trials, "per_step": sizes.rollout_trials,
+                   "naive": sizes.rollout_naive_trials},
             warmups={"naive": lambda warm=warm: naive(warm)},  # warm-up with R=1
         )
         report.line(f"  {gen.name} {name}: B={b} x m={m}, T={t}, R={r}: MLE {ms(times['mle'])}"
-                    f" | batched rollouts {ms(times['batched'])} | naive {ms(times['naive'])}")
+                    f" | batched rollouts {ms(times['batched'])} (one start step per batch: "
+                    f"{ms(times['per_step'])}) | naive {ms(times['naive'])}")
+        report.ratio(f"rollout.{gen.name}.{name}.per_step_over_batched",
+                     f"{name} update: one start step per batch / steps grouped up to "
+                     f"--rollout-max-rows {maligan_criterions.RolloutConfig.rollout_max_rows}",
+                     times["per_step"] / times["batched"], "(no target)", None)
         report.ratio(f"rollout.{gen.name}.{name}.batched_over_mle", f"{name} (batched) / MLE",
                      times["batched"] / times["mle"], "(no target)", None)
         report.ratio(f"rollout.{gen.name}.{name}.naive_over_mle", f"{name} (naive) / MLE",
@@ -691,6 +700,9 @@ def main() -> None:
                         help="also profile one maligan_mixed and one seqgan update")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--skip", default="", help="comma-separated sections to skip (1-4)")
+    parser.add_argument("--rollout-rows", type=int, default=None,
+                        help="sampled rows of the rollout updates (default 4: B=4 x m=1 for "
+                             "seqgan, B=1 x m=4 for maligan_rollout)")
     parser.add_argument("--json", default=None, help="write the ratios to this file")
     parser.add_argument("--workdir", default=None, help="keep the synthetic data here")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -705,6 +717,8 @@ def main() -> None:
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.trials:
         sizes.set_trials(args.trials)
+    if args.rollout_rows:
+        sizes.rollout_rows = args.rollout_rows
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device available")

@@ -365,11 +365,40 @@ def sequence_generator_sampler(gen: Generator, rows: int, length: int) -> Callab
     return run
 
 
+def draw_softmax_cumsum(logits: torch.Tensor, uniform: torch.Tensor,
+                        banned: tuple[int, ...]) -> torch.Tensor:
+    """The token draw as it was first written: a softmax, then a cumsum into a new tensor."""
+    logits = logits.float().clone()
+    logits[:, list(banned)] = float("-inf")
+    cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
+    return torch.searchsorted(cdf, uniform.unsqueeze(1) * cdf[:, -1:], right=True).squeeze(1)
+
+
+def draw_section(gen: Generator, sizes: Sizes, report: Report, device: torch.device) -> None:
+    """One token draw for B x m rows over the vocabulary: in-place CDF vs softmax + cumsum."""
+    rows = sizes.batch * sizes.samples * sizes.rollouts // 4
+    logits = torch.randn(rows, len(gen.dictionary), device=device)
+    uniform = torch.rand(rows, device=device)
+    banned = sampling.banned_tokens(gen.model)
+    assert torch.equal(sampling.draw_tokens(logits, uniform, banned=banned),
+                       draw_softmax_cumsum(logits, uniform, banned))
+    times = compare(
+        {"in_place": lambda: sampling.draw_tokens(logits, uniform, banned=banned),
+         "softmax": lambda: draw_softmax_cumsum(logits, uniform, banned)},
+        sizes.trials * 10, device,
+    )
+    report.line(f"  one draw, {rows} rows x V={len(gen.dictionary)}: sampling.draw_tokens "
+                f"{ms(times['in_place'])} | softmax + cumsum {ms(times['softmax'])}")
+    report.ratio("sampler.draw.softmax_over_in_place", "draw: softmax + cumsum / in place",
+                 times["softmax"] / times["in_place"], "(no target)", None)
+
+
 def sampler_section(gens: list[Generator], sizes: Sizes, report: Report,
                     device: torch.device) -> None:
     b, m, t = sizes.batch, sizes.samples, sizes.length
     report.line(f"[1] sampler: B={b} rows x m={m} samples, T={t}, N=0, model.eval(); every "
                 "sample exactly T tokens")
+    draw_section(gens[0], sizes, report, device)
     for gen in gens:
         gen.model.eval()
         sample = gen.batch(b, t)

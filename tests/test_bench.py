@@ -40,6 +40,8 @@ def test_bench_quick_reports_every_section(tmp_path):
         "update.transformer_lm.maligan_mixed_Nhalf",
         "rollout.transformer_lm.seqgan.naive_over_batched",
         "rollout.transformer_lm.maligan_rollout.naive_over_batched",
+        "rollout.transformer_lm.seqgan.per_step_over_batched",
+        "sampler.draw.softmax_over_in_place",
         "memory.transformer_lm.rss_peak_over_mle",
     }
     assert expected <= set(ratios), sorted(expected - set(ratios))

@@ -82,6 +82,7 @@ class Sizes:
     rollout_rows: int = 4  # sampled rows: seqgan B=4 x m=1, maligan_rollout B=1 x m=4
     rollout_length: int = 20
     rollouts: int = 16
+    grouping_rows: int = 60  # rows of the grouping measurement (60 x R = 960 per step)
     sweep_batch: int = 16
     sweep_lengths: tuple[int, ...] = (10, 20, 40, 80)
     sweep_samples: tuple[int, ...] = (1, 2, 4, 8)
@@ -101,7 +102,7 @@ class Sizes:
     def quick(cls) -> Sizes:
         return cls(
             vocab=200, batch=4, samples=2, length=8, rollout_rows=2, rollout_length=6,
-            rollouts=2, sweep_batch=2, sweep_lengths=(4, 8), sweep_samples=(1, 2),
+            rollouts=2, grouping_rows=2, sweep_batch=2, sweep_lengths=(4, 8), sweep_samples=(1, 2),
             sweep_samples_length=8, memory_batch=8, trials=1, naive_trials=1,
             rollout_trials=1, rollout_naive_trials=1,
             archs={"transformer_lm": TINY_TRANSFORMER, "lstm_lm": TINY_LSTM},
@@ -509,6 +510,32 @@ def updates_and_rollouts(gens: list[Generator], sizes: Sizes, report: Report,
     rollout_section(gens[0], sizes, report, device)
 
 
+def grouping_section(gen: Generator, sizes: Sizes, report: Report, device: torch.device) -> None:
+    """``rollout_scores`` alone where one start step nearly fills ``--rollout-max-rows``:
+    1, 2 or 4 start steps per decoding batch."""
+    b, t, r = sizes.grouping_rows, sizes.rollout_length, sizes.rollouts
+    sample = gen.batch(b, t)
+    order = torch.arange(b, device=device)
+    gen.model.eval()
+
+    def run(steps: int) -> Callable[[], Any]:
+        return lambda: sampling.rollout_scores(
+            gen.model, sample, sample["target"], order, 0, r,
+            lambda tokens, batch_order: tokens.float().mean(dim=1), max_rows=steps * b * r)
+
+    times = compare({str(steps): run(steps) for steps in (1, 2, 4)}, sizes.rollout_trials,
+                    device)
+    gen.model.train()
+    report.line(f"  {gen.name} rollout_scores alone, B={b}, T={t}, R={r} ({b * r} completions "
+                f"per start step): " + " | ".join(
+                    f"{steps} step(s) per batch {ms(times[str(steps)])}" for steps in (1, 2, 4)))
+    for steps in (2, 4):
+        report.ratio(f"rollout.{gen.name}.grouped{steps}_over_per_step",
+                     f"rollout_scores: {steps} steps per batch / 1",
+                     times[str(steps)] / times["1"],
+                     "(no target)", None)
+
+
 def scaling_section(gen: Generator, sizes: Sizes, report: Report, device: torch.device) -> None:
     b = sizes.sweep_batch
     m_fixed, t_fixed = sizes.samples, sizes.sweep_samples_length
@@ -728,7 +755,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also profile one maligan_mixed and one seqgan update")
     parser.add_argument("--profile-top", type=int, default=25)
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip (1-4)")
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip (1-5)")
     parser.add_argument("--rollout-rows", type=int, default=None,
                         help="sampled rows of the rollout updates (default 4: B=4 x m=1 for "
                              "seqgan, B=1 x m=4 for maligan_rollout)")
@@ -786,9 +813,12 @@ def main() -> None:
                   "least squares", lambda: scaling_section(main_gen, sizes, report, device)),
             ("4", "[4] peak memory of one maligan_mixed update (vs one MLE update)",
              lambda: memory_section(main_gen, sizes, report, device, args.threads)),
+            ("5", "[5] rollouts of several start steps per decoding batch, where one step "
+                  "already makes a large batch",
+             lambda: grouping_section(gens[-1], sizes, report, device)),
         ]
         if args.large:
-            sections.append(("large", "[5] large model throughput", lambda: large_section(
+            sections.append(("large", "[6] large model throughput", lambda: large_section(
                 prepare_data(workdir / "large", sizes.large_vocab, [sizes.length],
                              sizes.large_batch), sizes, report, device)))
         for key, title, run in sections:

@@ -109,9 +109,14 @@ def curves(experiment: LMExperiment, checkpoints: dict[str, Path], oracle: Oracl
 
 
 def mean_spread(values: list[float]) -> dict:
-    """Mean and sample standard deviation (0 for one seed)."""
-    return {"mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+    """Mean and sample standard deviation (0 for one value) over the seeds where the
+    value is defined (NLL-oracle is not when no sample has the oracle's length); ``n``
+    counts them."""
+    defined = [value for value in values if not math.isnan(value)]
+    if not defined:
+        return {"mean": math.nan, "std": math.nan, "n": 0}
+    return {"mean": statistics.fmean(defined),
+            "std": statistics.stdev(defined) if len(defined) > 1 else 0.0, "n": len(defined)}
 
 
 def plot_curves(per_seed: dict[int, dict], path: Path) -> None:
@@ -179,7 +184,7 @@ def main() -> None:
                "NLL-test (nats/token; lower: better coverage)")
 
     start = {key: mean_spread([per_seed[s]["mle"][0][key] for s in seeds])
-             for key in ("nll_oracle", "nll_test")}
+             for key in ("nll_oracle", "nll_test", "invalid")}
     final = {method: {key: mean_spread([per_seed[s][method][-1][key] for s in seeds])
                       for key in ("nll_oracle", "nll_test", "invalid")} for method in METHODS}
     plot_curves(per_seed, out / "curves.png")
@@ -195,17 +200,19 @@ def main() -> None:
     print(f"\nNLL-oracle / NLL-test (nats/token) after {budget.updates} updates from the same "
           f"MLE checkpoint; mean +- std over seeds {list(seeds)}")
     print(f"oracle's NLL of its own test data: {oracle_floor:.3f}")
-    print(f"{'model':<16}{'NLL-oracle':>18}{'NLL-test':>18}{'invalid':>9}")
-    print(f"{'MLE pretrained':<16}{_cell(start['nll_oracle']):>18}{_cell(start['nll_test']):>18}")
-    for method, label in METHODS.items():
-        row = final[method]
-        print(f"{label:<16}{_cell(row['nll_oracle']):>18}{_cell(row['nll_test']):>18}"
-              f"{row['invalid']['mean']:>9.1%}")
+    print(f"{'model':<16}{'NLL-oracle':>28}{'NLL-test':>18}{'invalid':>9}")
+    for label, row in [("MLE pretrained", start),
+                       *((label, final[method]) for method, label in METHODS.items())]:
+        print(f"{label:<16}{_cell(row['nll_oracle'], len(seeds)):>28}"
+              f"{_cell(row['nll_test'], len(seeds)):>18}{row['invalid']['mean']:>9.1%}")
     print(f"\ntotal {results['seconds']:.0f} s; results, curves.png and sweep.png in {out}")
 
 
-def _cell(value: dict) -> str:
-    return "nan" if math.isnan(value["mean"]) else f"{value['mean']:.3f} +- {value['std']:.3f}"
+def _cell(value: dict, seeds: int) -> str:
+    if value["n"] == 0:
+        return "none valid"
+    cell = f"{value['mean']:.3f} +- {value['std']:.3f}"
+    return cell if value["n"] == seeds else f"{cell} ({value['n']} seeds)"
 
 
 if __name__ == "__main__":

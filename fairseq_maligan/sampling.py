@@ -127,6 +127,22 @@ def banned_tokens(model: torch.nn.Module) -> tuple[int, ...]:
     return (dictionary.pad(), dictionary.bos())
 
 
+def next_tokens(
+    logits: Tensor,
+    finished: Tensor,
+    pad: int,
+    eos: int,
+    banned: tuple[int, ...],
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One sampled token per row (padding for rows already ``finished``) and which rows
+    are finished after it."""
+    uniform = torch.rand(logits.size(0), generator=generator, device=logits.device)
+    step = draw_tokens(logits, uniform, temperature, banned).masked_fill_(finished, pad)
+    return step, finished | step.eq(eos)
+
+
 def continue_rows(
     state: DecoderState,
     tokens: Tensor,
@@ -134,29 +150,22 @@ def continue_rows(
     max_len: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
-    first_logits: Tensor | None = None,
 ) -> Tensor:
     """Extend decoder-input rows ``tokens`` by sampling until EOS or ``max_len`` targets.
 
     ``tokens`` holds the first decoder input and the tokens so far (rows, 1 + t), and
-    ``state`` has consumed all but its last column, or all of them when
-    ``first_logits`` (the distribution after the last column) is given. Finished rows
-    get padding. Returns the grown rows (rows, 1 + length), length <= ``max_len``.
+    ``state`` has consumed all but its last column. Finished rows get padding. Returns
+    the grown rows (rows, 1 + length), length <= ``max_len``.
     """
     dictionary = state.model.decoder.dictionary
     pad, eos = dictionary.pad(), dictionary.eos()
     banned = banned_tokens(state.model)
-    finished = finished.clone()
     current = tokens
     for _ in range(tokens.size(1) - 1, max_len):
         if bool(finished.all()):
             break
-        logits = state.next_logits(current) if first_logits is None else first_logits
-        first_logits = None
-        uniform = torch.rand(logits.size(0), generator=generator, device=logits.device)
-        step = draw_tokens(logits, uniform, temperature, banned)
-        step = step.masked_fill_(finished, pad)
-        finished |= step.eq(eos)
+        step, finished = next_tokens(state.next_logits(current), finished, pad, eos, banned,
+                                     temperature, generator)
         current = torch.cat([current, step.unsqueeze(1)], dim=1)
     return current
 
@@ -399,13 +408,11 @@ def _complete_group(
             finished = torch.cat([finished, ended[expand, t]])
         if t + 1 == width:
             break
-        uniform = torch.rand(forks.size(0), generator=generator, device=device)
         fork_logits = logits[in_batch] if joining else logits  # the rows have left
-        step = draw_tokens(fork_logits, uniform, banned=banned).masked_fill_(finished, pad)
+        step, done = next_tokens(fork_logits, finished, pad, eos, banned, generator=generator)
         forks = torch.cat([forks, step.unsqueeze(1)], dim=1)
         if keep_rows and t == steps[-1]:
             rows_state = state.fork(row_ids)
-        done = finished | step.eq(eos)
         completions[slots[done], : t + 2] = forks[done, 1:]
         live = (~done).nonzero().squeeze(1)
         forks, slots = forks[live], slots[live]

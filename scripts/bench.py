@@ -533,8 +533,7 @@ def grouping_section(gen: Generator, sizes: Sizes, report: Report, device: torch
     for steps in (2, 4):
         report.ratio(f"rollout.{gen.name}.grouped{steps}_over_per_step",
                      f"rollout_scores: {steps} steps per batch / 1",
-                     times[str(steps)] / times["1"],
-                     "(no target)", None)
+                     times[str(steps)] / times["1"], "(no target)", None)
 
 
 def scaling_section(gen: Generator, sizes: Sizes, report: Report, device: torch.device) -> None:
@@ -757,9 +756,6 @@ def main() -> None:
                         help="also profile one maligan_mixed and one seqgan update")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--skip", default="", help="comma-separated sections to skip (1-5)")
-    parser.add_argument("--rollout-rows", type=int, default=None,
-                        help="sampled rows of the rollout updates (default 4: B=4 x m=1 for "
-                             "seqgan, B=1 x m=4 for maligan_rollout)")
     parser.add_argument("--json", default=None, help="write the ratios to this file")
     parser.add_argument("--workdir", default=None, help="keep the synthetic data here")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
@@ -774,8 +770,6 @@ def main() -> None:
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.trials:
         sizes.set_trials(args.trials)
-    if args.rollout_rows:
-        sizes.rollout_rows = args.rollout_rows
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device available")

@@ -183,8 +183,9 @@ def test_mnist_quick(tmp_path):
     check_runs(tmp_path, 6, results["stages"])
     for name in ("pretrained", *METHODS):
         row = results["scores"][name]
-        # 64 binary pixels + EOS cost at least nothing and at most 65 * ln(vocabulary).
-        assert 0 < row["test_nll_per_image"] < 65 * math.log(8)
+        # 64 binary pixels, 7 row marks and EOS cost at least nothing and at most
+        # 72 * ln(vocabulary).
+        assert 0 < row["test_nll_per_image"] < 72 * math.log(8)
         assert 0 <= row["invalid"] <= 1
         check_png(tmp_path / f"samples_{name}.png")
     check_png(tmp_path / "sweep.png")
@@ -194,16 +195,20 @@ def test_mnist_rows_to_images():
     spec = importlib.util.spec_from_file_location("mnist_run", ROOT / "examples/mnist/run.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    assert module.encode(np.array([1, 0, 0, 1]), 2) == "1 0 | 0 1"
     to_images = module.to_images
     dictionary = Dictionary()
-    zero, one = dictionary.add_symbol("0"), dictionary.add_symbol("1")
+    zero, one, mark = (dictionary.add_symbol(s) for s in ("0", "1", module.ROW_END))
     pad, eos = dictionary.pad(), dictionary.eos()
     rows = torch.tensor([
-        [one, zero, one, one, eos],  # exactly 4 pixels: valid
-        [one, one, eos, pad, pad],  # too short: padded with 0
-        [zero, one, one, zero, one],  # too long: cut
+        [one, zero, mark, one, one, eos, pad],  # 2 lines of 2 pixels: valid
+        [one, mark, zero, one, eos, pad, pad],  # short first line: padded, rest kept
+        [zero, one, one, mark, one, zero, eos],  # long first line: cut, rest kept
+        [one, one, mark, one, one, mark, one],  # a third line: dropped
+        [one, one, eos, pad, pad, pad, pad],  # one line only: the second stays 0
     ])
-    images, invalid = to_images(rows, dictionary, 4)
-    assert images.tolist() == [[1, 0, 1, 1], [1, 1, 0, 0], [0, 1, 1, 0]]
-    assert invalid == pytest.approx(2 / 3)
+    images, invalid = to_images(rows, dictionary, 2)
+    assert images.tolist() == [[1, 0, 1, 1], [1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 1, 1],
+                               [1, 1, 0, 0]]
+    assert invalid == pytest.approx(4 / 5)
     assert images.dtype == np.uint8

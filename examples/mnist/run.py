@@ -119,7 +119,12 @@ def save_grid(images: np.ndarray, side: int, path: Path, title: str) -> None:
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, **{"--seed": dict(
+        type=int, default=1, help="training and sampling seed; another than 1 writes to "
+        "output/<mode>-seed<N> unless --out is given")})
+    if args.seed != 1 and args.out == (HERE / "output" / args.mode).resolve():
+        args.out = args.out.with_name(f"{args.mode}-seed{args.seed}")
+        args.out.mkdir(exist_ok=True)
     budget = args.budget
     started = time.time()
     splits, labels, side = load_images(args.quick)
@@ -132,8 +137,8 @@ def main() -> None:
     generator = ["--arch", "lstm_lm", "--decoder-embed-dim", "16" if args.quick else "32",
                  "--decoder-hidden-size", "32" if args.quick else "64",
                  "--decoder-out-embed-dim", "16" if args.quick else "32"]
-    experiment = LMExperiment(args.out, generator, budget, threads=args.threads,
-                              tokens_per_sample=length)
+    experiment = LMExperiment(args.out, generator, budget, seed=args.seed,
+                              threads=args.threads, tokens_per_sample=length)
     checkpoints = experiment.run_all(raw)
 
     print("\n== samples, test NLL and the temperature sweep", flush=True)
@@ -141,7 +146,8 @@ def main() -> None:
     for name, path in checkpoints.items():
         model, task = load_generator(str(path), str(experiment.data))
         for temperature in budget.temperatures:
-            rows = sample_rows(model, budget.eval_samples, length, temperature, seed=1)
+            rows = sample_rows(model, budget.eval_samples, length, temperature,
+                               seed=args.seed)
             images, invalid = to_images(rows, task.target_dictionary, side)
             nll = nll_test(model, task, "test", temperature) * length
             confidence = float(classifier.predict_proba(images).max(axis=1).mean())
@@ -158,7 +164,8 @@ def main() -> None:
                "classifier confidence of the samples (higher: more digit-like)",
                "test NLL (nats/image; lower: better coverage)")
     write_results(args.out / "results.json", {
-        "mode": args.mode, "budget": budget, "side": side, "scores": scores, "sweep": sweep,
+        "mode": args.mode, "seed": args.seed, "budget": budget, "side": side,
+        "scores": scores, "sweep": sweep,
         "stages": experiment.stages, "seconds": round(time.time() - started, 1),
     })
     print_results(f"{side}x{side} binary images; {budget.updates} updates after MLE", scores,

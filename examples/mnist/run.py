@@ -120,7 +120,7 @@ def save_grid(images: np.ndarray, side: int, path: Path, title: str) -> None:
 
 def main() -> None:
     args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, **{"--seed": dict(
-        type=int, default=1, help="training and sampling seed; another than 1 writes to "
+        type=int, default=1, help="training and sampling seed; a seed other than 1 writes to "
         "output/<mode>-seed<N> unless --out is given")})
     if args.seed != 1 and args.out == (HERE / "output" / args.mode).resolve():
         args.out = args.out.with_name(f"{args.mode}-seed{args.seed}")

@@ -14,6 +14,7 @@ setup(
         "hydra-core==1.3.2",
         "omegaconf==2.3.0",
         "sacrebleu>=2.0",
+        "nltk>=3.8",
         "sentencepiece",
         "matplotlib",
     ],

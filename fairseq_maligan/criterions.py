@@ -2,53 +2,68 @@
 
 The criterion owns the discriminator, so fairseq's trainer optimises, all-reduces,
 checkpoints and resumes it with the generator while the saved ``model`` stays a stock
-fairseq model. Each update is one joint step: the discriminator loss and the generator
-loss are summed into one backward, each touching only its own parameters (the
-importance weights are detached and samples are discrete). ``maligan_adam`` gives the
-discriminator its own learning rate and leaves a group that a step did not use alone.
+fairseq model. Each update is one joint step in three stages that pass one
+:class:`SampleBundle`:
 
-Losses are per target token, like fairseq's cross-entropy: the MLE term sums the NLL of
-the clamped prefix tokens and the MaliGAN term sums, for each row, the weighted
+1. ``generate``: clamp the first N target tokens of every row, sample m continuations
+   (``sampling.sample_continuations``) up to the length cap that real rows have;
+2. ``score``: the discriminator loss on real versus sampled rows (train mode, with
+   gradient) and D's logits in eval mode (no dropout noise), from which the importance
+   weights and every diagnostic are taken;
+3. ``generator_loss``: MLE on the clamped prefixes plus the criterion's own
+   ``adversarial_loss`` on the sampled suffixes, from one teacher-forced forward.
+
+The discriminator and generator losses are summed into one backward; each touches only its
+own parameters (the weights are detached and samples are discrete). ``maligan_adam``
+gives the discriminator its own learning rate and clipping and leaves a group that a
+step did not use alone.
+
+Losses are per target token, like fairseq's cross-entropy: the MLE term sums the NLL of the
+clamped prefix tokens and the adversarial term sums, for each row, the weighted
 log-probabilities of its sampled suffixes; both are divided by the batch's number of
-target tokens (``sample_size``).
+target tokens (``sample_size``). Every statistic is a sum that :func:`reduce_metrics`
+turns into the metrics that fairseq logs (``adv/``, ``disc/``, ``sample/`` groups).
 """
+
 
 import copy
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
-from fairseq import metrics
+from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks.language_modeling import LanguageModelingTask
 from fairseq.tasks.translation import TranslationTask
-from torch import Tensor
+from torch import Tensor, nn
 
 from .discriminators import (
-    DISCRIMINATOR_ARCHS,
     Discriminator,
-    MaliganDiscriminatorConfig,
-    build_discriminator,
+    DiscriminatorConfig,
+    discriminator_bce,
+    format_rows,
+    load_discriminator,
+    validate_discriminator,
 )
 from .errors import ConfigError
-from .sampling import (
-    is_encoder_decoder,
-    rollout_scores,
-    sample_continuations,
-    token_log_probs,
-)
+from .sampling import rollout_scores, sample_continuations, token_log_probs
 
 logger = logging.getLogger(__name__)
 
 DISCRIMINATOR_GROUP = "discriminator"
 
 
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 @dataclass
-class AdversarialConfig(FairseqDataclass):
+class AdversarialConfig(DiscriminatorConfig):
     """Options shared by every adversarial criterion: samples, schedule, discriminator."""
 
     num_samples: int = field(
@@ -70,30 +85,30 @@ class AdversarialConfig(FairseqDataclass):
     prefix_min: int = field(default=0, metadata={"help": "floor of N"})
     sample_max_len: Optional[int] = field(
         default=None,
-        metadata={"help": "length limit of sampled rows (default: the batch's longest target)"},
+        metadata={"help": "length limit of sampled rows and rollout completions (default: "
+                  "the task's maximum target length, the limit real rows have)"},
     )
     mle_weight: float = field(
         default=1.0, metadata={"help": "weight of the MLE term on the clamped prefix"}
     )
-    disc_arch: ChoiceEnum(DISCRIMINATOR_ARCHS) = field(  # type: ignore[valid-type]
-        default="rnn_discriminator", metadata={"help": "discriminator architecture"}
+    rescore_dropout: bool = field(
+        default=False,
+        metadata={"help": "rescore the samples with the generator's dropout on (default: "
+                  "off, the estimator the paper analyses; samples are drawn without it)"},
     )
-    disc_embed_dim: int = field(default=64, metadata={"help": "discriminator embedding size"})
-    disc_hidden_dim: int = field(
-        default=64,
-        metadata={"help": "discriminator RNN size per direction, or CNN filters per width"},
+    no_kl_reference: bool = field(
+        default=False,
+        metadata={"help": "do not keep a frozen copy of the starting generator (saves its "
+                  "memory; adv/kl, the drift from it, is then not logged)"},
     )
-    disc_layers: int = field(default=1, metadata={"help": "discriminator RNN layers"})
-    disc_cell: ChoiceEnum(["gru", "lstm"]) = field(  # type: ignore[valid-type]
-        default="gru", metadata={"help": "discriminator RNN cell"}
-    )
-    disc_filter_sizes: str = field(
-        default="2,3,4,5", metadata={"help": "discriminator CNN filter widths"}
-    )
-    disc_dropout: float = field(default=0.1, metadata={"help": "discriminator dropout"})
     disc_lr: float = field(
         default=1e-4,
         metadata={"help": "discriminator learning rate (constant; needs --optimizer maligan_adam)"},
+    )
+    disc_clip_norm: float = field(
+        default=0.0,
+        metadata={"help": "clip the discriminator's gradient norm to this (0: no clipping); "
+                  "--clip-norm clips the generator's alone"},
     )
     disc_steps: int = field(
         default=1, metadata={"help": "k: discriminator updates per generator update"}
@@ -106,6 +121,37 @@ class AdversarialConfig(FairseqDataclass):
         default=None,
         metadata={"help": "pretrained discriminator (scripts/pretrain_discriminator.py)"},
     )
+
+
+def validate_adversarial(cfg: AdversarialConfig, limit: Optional[int] = None) -> None:
+    """One-line errors for values no run can use; ``limit``: the task's target length."""
+    validate_discriminator(cfg)
+    at_least = {"num_samples": 1, "prefix_decay_updates": 1, "disc_steps": 1,
+                "prefix_decay": 0, "prefix_min": 0, "disc_warmup_updates": 0,
+                "prefix_init": 0, "sample_max_len": 1}
+    for name, low in at_least.items():
+        value = getattr(cfg, name)
+        if value is not None and value < low:
+            raise ConfigError(f"{_option(name)} must be at least {low}, got {value}")
+    for name in ("mle_weight", "disc_lr", "disc_clip_norm"):
+        value = getattr(cfg, name)
+        if not math.isfinite(value) or value < 0 or (name == "disc_lr" and value == 0):
+            bound = "positive" if name == "disc_lr" else "finite and not negative"
+            raise ConfigError(f"{_option(name)} must be {bound}, got {value}")
+    if cfg.prefix_init is not None and limit is not None and cfg.prefix_init > limit:
+        raise ConfigError(
+            f"--prefix-init {cfg.prefix_init} is longer than the model's maximum "
+            f"target positions ({limit})"
+        )
+    if cfg.prefix_init is not None and cfg.prefix_min > cfg.prefix_init:
+        raise ConfigError(
+            f"--prefix-min {cfg.prefix_min} is larger than --prefix-init {cfg.prefix_init}"
+        )
+    if cfg.sample_max_len is not None and cfg.sample_max_len < (cfg.prefix_init or 0):
+        raise ConfigError(
+            f"--sample-max-len {cfg.sample_max_len} is shorter than --prefix-init "
+            f"{cfg.prefix_init}"
+        )
 
 
 def prefix_length(
@@ -133,23 +179,9 @@ def importance_weights(disc_logits: Tensor, num_samples: int) -> Tensor:
     return torch.softmax(disc_logits.detach().float().view(-1, num_samples), dim=1)
 
 
-def discriminator_bce(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """L_D = -mean log D(y) - mean log(1 - D(x)), in logit form (never log(sigmoid))."""
-    return F.binary_cross_entropy_with_logits(
-        real_logits, torch.ones_like(real_logits)
-    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-
-
 def effective_sample_size(weights: Tensor) -> Tensor:
     """1 / sum_j w_j^2 for each group (between 1 and m)."""
     return 1.0 / weights.pow(2).sum(dim=1)
-
-
-TRAIN_LOG_KEYS = (
-    "loss", "mle_loss", "mle_tokens", "maligan_loss", "disc_loss", "disc_updates",
-    "disc_correct_real", "disc_real_rows", "disc_correct_fake", "disc_fake_rows",
-    "ess_sum", "ess_groups", "sample_len_sum", "sample_rows", "skipped_updates",
-)
 
 
 def max_target_positions(task) -> Optional[int]:
@@ -163,74 +195,108 @@ def max_target_positions(task) -> Optional[int]:
     return limit if isinstance(limit, int) else None
 
 
-def _tokens_ntokens(sample: dict, pad: int) -> int:
-    return sample["ntokens"] if "ntokens" in sample else int(sample["target"].ne(pad).sum())
+def unwrap(model: nn.Module) -> nn.Module:
+    """The generator inside fairseq's distributed wrappers."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+@contextmanager
+def training_mode(module: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """``module`` in train or eval mode for a block, then back in the mode it was in."""
+    was_training = module.training
+    module.train(training)
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+@dataclass
+class SampleBundle:
+    """One step's samples, built once by ``generate`` and read by every later stage.
+
+    Rows are group-major: continuation ``j`` of batch row ``i`` is row ``i * m + j``.
+    """
+
+    prefix_len: int
+    num_samples: int
+    max_len: int
+    rows: Tensor
+    """(B * m, L) target-side rows: the clamped prefix, the sampled suffix, padding."""
+    source: Tensor
+    """(B * m,) the batch row that each row continues."""
+    active: Tensor
+    """(B,) batch rows longer than N: only their continuations are sampled suffixes."""
+    real: Tensor
+    """The active batch rows' targets as D reads them (:func:`format_rows`)."""
+    fake_logits: Optional[Tensor] = None
+    """D's eval-mode logits of the sampled rows, set by ``score``."""
+
+    @property
+    def fake(self) -> Tensor:
+        """(B * m,) rows that carry a sampled suffix."""
+        return self.active[self.source]
+
+    @property
+    def first(self) -> Tensor:
+        """(B * m,) the first continuation of each batch row (it carries the prefix MLE)."""
+        return torch.arange(self.rows.size(0), device=self.rows.device) % self.num_samples == 0
+
+
+TRAIN_LOG_KEYS = (
+    "loss", "mle_loss", "mle_tokens", "adv_loss", "disc_loss", "disc_updates",
+    "disc_correct_real", "disc_real_rows", "disc_correct_fake", "disc_fake_rows",
+    "disc_p_real", "disc_p_real_sq", "disc_p_fake", "disc_p_fake_sq",
+    "real_len", "real_eos", "fake_len", "fake_eos", "fake_clipped",
+    "ess_sum", "ess_groups", "suffix_nll", "suffix_tokens", "kl_sum", "kl_rows",
+    "skipped_updates",
+)
+"""Every training step logs all of these (zeros where unused): fairseq sums the logging
+outputs of all ranks in one all-reduce, which needs the same keys everywhere."""
 
 
 class AdversarialCriterion(FairseqCriterion):
-    """Shared machinery: the discriminator, its update, the schedule, logging."""
+    """The joint step, the discriminator, the schedule and the metrics of every criterion."""
+
+    frozen_copies: tuple[str, ...] = ("reference",)
+    """Frozen copies of the generator kept in the criterion state (made at the first step)."""
 
     def __init__(self, cfg: AdversarialConfig, task) -> None:
         super().__init__(task)
         self.cfg = cfg
+        name = getattr(cfg, "_name", None) or type(self).__name__
         if not isinstance(task, (LanguageModelingTask, TranslationTask)):
             raise ConfigError(
-                f"--criterion {getattr(cfg, '_name', None) or type(self).__name__} trains "
-                "language models and translation models: use --task language_modeling, "
-                f"translation or their maligan_ versions, not {type(task).__name__}"
+                f"--criterion {name} trains language models and translation models: use "
+                "--task language_modeling, translation or their maligan_ versions, not "
+                f"{type(task).__name__}"
             )
-        self._validate(cfg, max_target_positions(task))
+        check_sentence_rows(task, name)
+        limit = max_target_positions(task)
+        validate_adversarial(cfg, limit)
+        self.max_len = cfg.sample_max_len or limit
+        if self.max_len is None:
+            raise ConfigError("the task sets no target length limit: pass --sample-max-len")
         self.padding_idx = task.target_dictionary.pad()
+        self.eos_idx = task.target_dictionary.eos()
         self.num_updates = 0
-        self.discriminator = self._build_discriminator(cfg, task)
+        self._refreshed_at = -1
+        self._pending: dict[str, dict[str, Tensor]] = {}
+        self._optimizer_checked = False
+        conditional = isinstance(task, TranslationTask)
+        if cfg.disc_path:
+            self.discriminator = load_discriminator(
+                cfg.disc_path, task.target_dictionary, task.source_dictionary, conditional
+            )
+        else:
+            self.discriminator = Discriminator(
+                cfg, task.target_dictionary, task.source_dictionary, conditional
+            )
         for param in self.discriminator.parameters():
             param.param_group = DISCRIMINATOR_GROUP
-            param.optim_overrides = {"lr": cfg.disc_lr}
-
-    @staticmethod
-    def _validate(cfg: AdversarialConfig, limit: Optional[int]) -> None:
-        if cfg.num_samples < 1:
-            raise ConfigError(f"--num-samples must be at least 1, got {cfg.num_samples}")
-        for name in ("prefix_init", "prefix_decay", "prefix_min", "disc_warmup_updates"):
-            value = getattr(cfg, name)
-            if value is not None and value < 0:
-                option = "--" + name.replace("_", "-")
-                raise ConfigError(f"{option} must not be negative, got {value}")
-        if cfg.prefix_decay_updates < 1:
-            raise ConfigError(
-                f"--prefix-decay-updates must be at least 1, got {cfg.prefix_decay_updates}"
-            )
-        if cfg.disc_steps < 1:
-            raise ConfigError(f"--disc-steps must be at least 1, got {cfg.disc_steps}")
-        if cfg.disc_lr <= 0:
-            raise ConfigError(f"--disc-lr must be positive, got {cfg.disc_lr}")
-        if cfg.prefix_init is not None and limit is not None and cfg.prefix_init > limit:
-            raise ConfigError(
-                f"--prefix-init {cfg.prefix_init} is longer than the model's maximum "
-                f"target positions ({limit})"
-            )
-        if cfg.prefix_init is not None and cfg.prefix_min > cfg.prefix_init:
-            raise ConfigError(
-                f"--prefix-min {cfg.prefix_min} is larger than --prefix-init {cfg.prefix_init}"
-            )
-
-    @staticmethod
-    def _build_discriminator(cfg: AdversarialConfig, task) -> Discriminator:
-        conditional = task.source_dictionary is not task.target_dictionary
-        if cfg.disc_path:
-            return load_discriminator(cfg.disc_path, task.target_dictionary, task.source_dictionary)
-        disc_cfg = MaliganDiscriminatorConfig(
-            embed_dim=cfg.disc_embed_dim,
-            hidden_dim=cfg.disc_hidden_dim,
-            num_layers=cfg.disc_layers,
-            dropout=cfg.disc_dropout,
-            cell=cfg.disc_cell,
-            filter_sizes=cfg.disc_filter_sizes,
-            conditional=conditional,
-        )
-        return build_discriminator(
-            cfg.disc_arch, disc_cfg, task.target_dictionary, task.source_dictionary
-        )
+            param.optim_overrides = {"lr": cfg.disc_lr, "clip_norm": cfg.disc_clip_norm}
 
     # -- state ------------------------------------------------------------------------
 
@@ -238,12 +304,60 @@ class AdversarialCriterion(FairseqCriterion):
         """Called before each training step (see ``fairseq_maligan.patches``)."""
         self.num_updates = num_updates
 
+    def check_optimizer(self, optimizer) -> None:
+        """The discriminator's own learning rate and clipping need ``maligan_adam``."""
+        if self._optimizer_checked:
+            return
+        from .optim import MaliganAdam
+
+        inner = optimizer
+        for attr in ("fp32_optimizer", "wrapped_optimizer"):
+            inner = getattr(inner, attr, inner)
+        if not isinstance(inner, MaliganAdam):
+            raise ConfigError(
+                f"--criterion {self.cfg._name} trains a discriminator at --disc-lr with its "
+                f"own --disc-clip-norm, which needs --optimizer maligan_adam (got "
+                f"{type(inner).__name__})"
+            )
+        self._optimizer_checked = True
+
+    def frozen_copy(self, name: str, model: nn.Module) -> nn.Module:
+        """The frozen generator copy ``name``: the saved one, else the generator as it is now."""
+        existing = self._modules.get(name)
+        if existing is not None:
+            return existing
+        frozen = copy.deepcopy(unwrap(model)).requires_grad_(False).eval()
+        if name in self._pending:
+            frozen.load_state_dict(self._pending.pop(name))
+        self.add_module(name, frozen)
+        return frozen
+
+    def refresh_copies(self, model: nn.Module) -> None:
+        """Once per update, before anything is sampled: make the frozen copies exist."""
+        if not self.cfg.no_kl_reference:
+            self.frozen_copy("reference", model)
+
     def load_state_dict(self, state_dict: Any, strict: bool = True, **kwargs: Any):
-        """Accept the empty criterion state of an MLE checkpoint: keep the fresh D."""
+        """Accept an MLE checkpoint's empty state; keep saved copies until they are made."""
         if not state_dict:
             logger.info("no criterion state in the checkpoint: discriminator kept as built")
             return None
+        state_dict = dict(state_dict)
+        for name in self.frozen_copies:
+            if self._modules.get(name) is None:
+                prefix = name + "."
+                pending = {k[len(prefix):]: state_dict.pop(k)
+                           for k in list(state_dict) if k.startswith(prefix)}
+                if pending:
+                    self._pending[name] = pending
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any):
+        state = super().state_dict(*args, **kwargs)
+        for name, pending in self._pending.items():
+            for key, value in pending.items():
+                state[f"{name}.{key}"] = value
+        return state
 
     # -- phases -----------------------------------------------------------------------
 
@@ -265,56 +379,153 @@ class AdversarialCriterion(FairseqCriterion):
         """One joint step: D on real rows versus sampled rows, G on the same samples."""
         if not model.training:
             return self.validation_output(model, sample)
-        cfg = self.cfg
+        self.refresh_copies(model)
         target = sample["target"]
-        batch, width = target.shape
-        prefix_len = min(self.current_prefix_len(width), width)
-        lengths = target.ne(self.padding_idx).sum(dim=1)
-        active = lengths > prefix_len
-        ntokens = _tokens_ntokens(sample, self.padding_idx)
-        # Every rank must log the same keys: fairseq sums them in one all-reduce.
-        logging_output: dict[str, Any] = dict.fromkeys(TRAIN_LOG_KEYS, 0)
-        logging_output.update(
-            ntokens=ntokens, nsentences=batch, sample_size=ntokens,
-            prefix_len=prefix_len, batches=1,
-        )
+        prefix_len = min(self.current_prefix_len(target.size(1)), target.size(1))
+        ntokens = _ntokens(sample, self.padding_idx)
         generator_moves = self.generator_moves()
-
-        if not bool(active.any()):
-            return self._mle_only(model, sample, ntokens, generator_moves, logging_output)
-
-        m = cfg.num_samples
-        order = torch.arange(batch, device=target.device).repeat_interleave(m)
-        rows = sample_continuations(model, sample, prefix_len, m, cfg.sample_max_len)
-        fake = active[order]
-        active_index = active.nonzero().squeeze(1)
-        real_logits = self.discriminate(model, sample, target[active], active_index)
-        fake_logits = self.discriminate(model, sample, rows[fake], order[fake])
-        disc_loss = self.discriminator_loss(real_logits, fake_logits, logging_output)
-        sample_lengths = rows[fake].ne(self.padding_idx).sum(dim=1)
-        logging_output.update(sample_len_sum=sample_lengths.sum(), sample_rows=fake.sum())
-
-        loss = ntokens * disc_loss
-        if generator_moves:
-            loss = loss + self._generator_loss(
-                model, sample, rows, order, active, prefix_len, fake_logits, logging_output
-            )
+        bundle = self.generate(model, sample, prefix_len, self.cfg.num_samples)
+        if bundle is None:
+            loss, stats = self.mle_only(model, sample, ntokens, generator_moves)
+        else:
+            disc_loss, stats = self.score(sample, bundle)
+            loss = ntokens * disc_loss
+            if generator_moves:
+                generator_loss, generator_stats = self.generator_loss(model, sample, bundle)
+                loss = loss + generator_loss
+                stats.update(generator_stats)
         if not bool(torch.isfinite(loss)):
-            return self._skip_update(model, loss, ntokens, logging_output)
+            logger.warning(
+                "non-finite adversarial loss (%s) at update %d: update skipped, parameters "
+                "unchanged", float(loss), self.num_updates,
+            )
+            loss, stats = self._zero_loss(model), {"skipped_updates": 1}
+        logging_output: dict[str, Any] = dict.fromkeys(TRAIN_LOG_KEYS, 0)
+        logging_output.update(stats)
+        logging_output.update(ntokens=ntokens, nsentences=target.size(0), sample_size=ntokens,
+                              prefix_len=prefix_len, batches=1)
         return loss, ntokens, logging_output
 
-    def _skip_update(self, model, loss: Tensor, ntokens: int, logging_output: dict):
-        """A non-finite loss (e.g. NaN discriminator logits) becomes a zero-gradient step.
-
-        Every gradient is zero, so ``maligan_adam`` skips both parameter groups and the
-        parameters stay as they were; training goes on with the next batch.
-        """
-        logger.warning(
-            "non-finite adversarial loss (%s) at update %d: update skipped, parameters unchanged",
-            float(loss), self.num_updates,
+    def generate(self, model, sample: dict, prefix_len: int,
+                 num_samples: int) -> Optional[SampleBundle]:
+        """Stage 1: the step's samples, or None if no row is longer than N (plain MLE)."""
+        target = sample["target"]
+        lengths = target.ne(self.padding_idx).sum(dim=1)
+        active = lengths > prefix_len
+        if not bool(active.any()):
+            return None
+        rows = sample_continuations(model, sample, prefix_len, num_samples, self.max_len)
+        source = torch.arange(target.size(0), device=target.device)
+        return SampleBundle(
+            prefix_len=prefix_len, num_samples=num_samples, max_len=self.max_len, rows=rows,
+            source=source.repeat_interleave(num_samples), active=active,
+            real=format_rows(target[active], self.padding_idx, self.max_len),
         )
-        logging_output.update(dict.fromkeys(TRAIN_LOG_KEYS, 0), skipped_updates=1)
-        return self._zero_loss(model), ntokens, logging_output
+
+    def discriminate(self, sample: dict, rows: Tensor, source: Tensor) -> Tensor:
+        """D's logits for target-side ``rows`` continuing batch rows ``source``."""
+        src_tokens = None
+        if self.discriminator.conditional:
+            src_tokens = sample["net_input"]["src_tokens"][source]
+        return self.discriminator(format_rows(rows, self.padding_idx, self.max_len), src_tokens)
+
+    def score(self, sample: dict, bundle: SampleBundle) -> tuple[Tensor, dict]:
+        """Stage 2: D's loss on real versus sampled rows, and its eval-mode logits.
+
+        The loss is taken in D's train mode; the logits that weigh the samples (and every
+        diagnostic) in eval mode, so that dropout adds no noise to the weights.
+        """
+        fake = bundle.fake
+        real_source = bundle.active.nonzero().squeeze(1)
+        fake_rows, fake_source = bundle.rows[fake], bundle.source[fake]
+        loss = discriminator_bce(
+            self.discriminate(sample, bundle.real, real_source),
+            self.discriminate(sample, fake_rows, fake_source),
+        )
+        with torch.no_grad(), training_mode(self.discriminator, False):
+            real_logits = self.discriminate(sample, bundle.real, real_source)
+            bundle.fake_logits = self.discriminate(sample, fake_rows, fake_source)
+        stats = {"disc_loss": loss.detach(), "disc_updates": 1}
+        stats.update(self.row_statistics(real_logits, bundle.real, "real"))
+        stats.update(self.row_statistics(bundle.fake_logits, fake_rows, "fake"))
+        fake_lengths = fake_rows.ne(self.padding_idx).sum(dim=1)
+        ended = fake_rows.eq(self.eos_idx).any(dim=1)
+        stats["fake_clipped"] = (fake_lengths.ge(self.max_len) & ~ended).sum()
+        return loss, stats
+
+    def row_statistics(self, logits: Tensor, rows: Tensor, kind: str) -> dict:
+        """Summed diagnostics of real or fake rows: D's accuracy and probability, length, EOS."""
+        prob = torch.sigmoid(logits.float())
+        correct = logits.gt(0) if kind == "real" else logits.le(0)
+        return {
+            f"disc_correct_{kind}": correct.sum(),
+            f"disc_{kind}_rows": logits.numel(),
+            f"disc_p_{kind}": prob.sum(),
+            f"disc_p_{kind}_sq": prob.pow(2).sum(),
+            f"{kind}_len": rows.ne(self.padding_idx).sum(),
+            f"{kind}_eos": rows.eq(self.eos_idx).any(dim=1).sum(),
+        }
+
+    def generator_loss(self, model, sample: dict, bundle: SampleBundle) -> tuple[Tensor, dict]:
+        """Stage 3: MLE on the clamped prefixes plus the criterion's loss on the suffixes.
+
+        One teacher-forced forward scores the first continuation of every row (its prefix
+        carries the MLE term; for a row no longer than N it is the whole target) and every
+        continuation with a sampled suffix.
+        """
+        fake, first = bundle.fake, bundle.first
+        scored = fake | first
+        with training_mode(model, self.cfg.rescore_dropout and model.training):
+            lprobs = token_log_probs(model, sample, bundle.rows[scored], bundle.source[scored])
+        in_prefix = torch.arange(lprobs.size(1), device=lprobs.device) < bundle.prefix_len
+        mle = -(lprobs[first[scored]] * in_prefix).sum()
+        mle_tokens = bundle.rows[first][:, : bundle.prefix_len].ne(self.padding_idx).sum()
+        suffix_lprobs = lprobs[fake[scored]] * ~in_prefix
+        adversarial, stats = self.adversarial_loss(model, sample, bundle, suffix_lprobs)
+        total = self.cfg.mle_weight * mle + adversarial
+        stats.update(self.drift_statistics(sample, bundle, suffix_lprobs.detach()))
+        stats.update(loss=total.detach(), mle_loss=mle.detach(), mle_tokens=mle_tokens,
+                     adv_loss=adversarial.detach())
+        return total, stats
+
+    def drift_statistics(self, sample: dict, bundle: SampleBundle, suffix_lprobs: Tensor) -> dict:
+        """Entropy estimate of the sampled suffixes and KL(generator || starting generator).
+
+        Both are Monte-Carlo estimates on this step's samples: the entropy per token is
+        the mean of ``-log p(x_t)`` over the sampled tokens, and the KL per row the mean of
+        ``sum_t log p(x_t) - log p_start(x_t)`` over the suffixes.
+        """
+        fake = bundle.fake
+        rows, source = bundle.rows[fake], bundle.source[fake]
+        positions = torch.arange(rows.size(1), device=rows.device)
+        suffix = (positions >= bundle.prefix_len) & rows.ne(self.padding_idx)
+        stats = {"suffix_nll": -suffix_lprobs.sum(), "suffix_tokens": suffix.sum()}
+        reference = self._modules.get("reference")
+        if reference is not None:
+            with torch.no_grad(), training_mode(reference, False):
+                start = token_log_probs(reference, sample, rows, source)
+            stats["kl_sum"] = (suffix_lprobs - start * suffix).sum()
+            stats["kl_rows"] = rows.size(0)
+        return stats
+
+    def adversarial_loss(self, model, sample: dict, bundle: SampleBundle,
+                         suffix_lprobs: Tensor) -> tuple[Tensor, dict]:
+        """The criterion's term on the sampled suffixes and its statistics.
+
+        ``suffix_lprobs`` (rows with a sampled suffix, L) holds ``log p(x_t | x_<t)`` with
+        gradient at the suffix positions and 0 elsewhere.
+        """
+        raise NotImplementedError
+
+    def mle_only(self, model, sample: dict, ntokens: int,
+                 generator_moves: bool) -> tuple[Tensor, dict]:
+        """N covers every row: plain MLE (the discriminator has no fake rows to learn from)."""
+        if not generator_moves:
+            return self._zero_loss(model), {}
+        loss, _ = self.mle_loss(model, sample)
+        weighted = self.cfg.mle_weight * loss
+        return weighted, {"loss": weighted.detach(), "mle_loss": loss.detach(),
+                          "mle_tokens": ntokens}
 
     def _zero_loss(self, model) -> Tensor:
         """A loss whose gradient is zero for every parameter: a step that moves nothing."""
@@ -322,104 +533,20 @@ class AdversarialCriterion(FairseqCriterion):
                   if p.requires_grad]
         return sum(p.sum() for p in params) * 0.0
 
-    def _generator_loss(
-        self,
-        model,
-        sample: dict,
-        rows: Tensor,
-        order: Tensor,
-        active: Tensor,
-        prefix_len: int,
-        fake_logits: Tensor,
-        logging_output: dict,
-    ) -> Tensor:
-        """MLE on the clamped prefixes plus the criterion's loss on the sampled suffixes.
-
-        One teacher-forced forward scores every sample of a row that is longer than N,
-        and the clamped row once for a row that is not (it contributes MLE only).
-        """
-        m = self.cfg.num_samples
-        first = torch.arange(order.numel(), device=order.device) % m == 0
-        scored = active[order] | first
-        lprobs = token_log_probs(model, sample, rows[scored], order[scored])
-        in_prefix = torch.arange(lprobs.size(1), device=lprobs.device) < prefix_len
-        mle = -(lprobs[first[scored]] * in_prefix).sum()
-        mle_tokens = rows[first][:, :prefix_len].ne(self.padding_idx).sum()
-        fake = active[order[scored]]
-        suffix_lprobs = lprobs[fake] * ~in_prefix
-        adversarial = self.suffix_loss(
-            model, sample, rows[scored][fake], order[scored][fake], fake_logits,
-            suffix_lprobs, prefix_len, logging_output,
-        )
-        total = self.cfg.mle_weight * mle + adversarial
-        logging_output.update(
-            loss=total.detach(), mle_loss=mle.detach(), mle_tokens=mle_tokens,
-            maligan_loss=adversarial.detach(),
-        )
-        return total
-
-    def suffix_loss(
-        self,
-        model,
-        sample: dict,
-        fake_rows: Tensor,
-        fake_order: Tensor,
-        fake_logits: Tensor,
-        suffix_lprobs: Tensor,
-        prefix_len: int,
-        logging_output: dict,
-    ) -> Tensor:
-        """The adversarial term on sampled suffixes (``suffix_lprobs`` is 0 elsewhere)."""
-        raise NotImplementedError
-
-    def _mle_only(
-        self, model, sample: dict, ntokens: int, generator_moves: bool, logging_output: dict
-    ):
-        """N covers every row: plain MLE (the discriminator has no fake rows to learn from)."""
-        if not generator_moves:
-            return self._zero_loss(model), ntokens, logging_output
-        loss, _ = self.mle_loss(model, sample)
-        logging_output.update(
-            loss=self.cfg.mle_weight * loss.detach(), mle_loss=loss.detach(), mle_tokens=ntokens
-        )
-        return self.cfg.mle_weight * loss, ntokens, logging_output
-
-    # -- shared pieces ----------------------------------------------------------------
-
-    def discriminate(self, model, sample: dict, rows: Tensor, order: Tensor) -> Tensor:
-        """D's logits for target-side ``rows`` taken from batch rows ``order``."""
-        src_tokens = None
-        if self.discriminator.source_encoder is not None and is_encoder_decoder(model):
-            src_tokens = sample["net_input"]["src_tokens"][order]
-        return self.discriminator(rows, src_tokens)
-
-    def discriminator_loss(
-        self, real_logits: Tensor, fake_logits: Tensor, logging_output: dict
-    ) -> Tensor:
-        """The discriminator's loss on this step's rows, logged with its accuracies."""
-        loss = discriminator_bce(real_logits, fake_logits)
-        logging_output.update(
-            disc_loss=loss.detach(),
-            disc_updates=1,
-            disc_correct_real=real_logits.detach().gt(0).sum(),
-            disc_real_rows=real_logits.numel(),
-            disc_correct_fake=fake_logits.detach().le(0).sum(),
-            disc_fake_rows=fake_logits.numel(),
-        )
-        return loss
-
     def mle_loss(self, model, sample: dict) -> tuple[Tensor, int]:
         """Summed NLL of the targets, exactly as fairseq's cross-entropy computes it."""
         net_output = model(**sample["net_input"])
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
         target = model.get_targets(sample, net_output)
-        loss = F.nll_loss(
+        loss = torch.nn.functional.nll_loss(
             lprobs.view(-1, lprobs.size(-1)),
             target.view(-1),
             ignore_index=self.padding_idx,
             reduction="sum",
         )
-        return loss, _tokens_ntokens(sample, self.padding_idx)
+        return loss, _ntokens(sample, self.padding_idx)
+
+    # -- validation ---------------------------------------------------------------------
 
     def validation_output(self, model, sample: dict) -> tuple[Tensor, int, dict]:
         """Validation reports the generator's own NLL, as MLE training would."""
@@ -433,27 +560,23 @@ class AdversarialCriterion(FairseqCriterion):
         }
 
     @torch.no_grad()
-    def sample_statistics(self, model, sample: dict, max_len: int | None = None) -> dict:
-        """Sample one row per valid row from scratch; D's accuracy and sample lengths."""
+    def sample_statistics(self, model, sample: dict) -> tuple[dict, Tensor]:
+        """One free-running sample per valid row: D's view of them and of the real rows.
+
+        Returns the summed statistics (as in training) and the sampled rows.
+        """
         target = sample["target"]
-        rows = sample_continuations(model, sample, 0, 1, max_len)
-        order = torch.arange(target.size(0), device=target.device)
-        was_training = self.discriminator.training
-        self.discriminator.eval()
-        try:
-            real_logits = self.discriminate(model, sample, target, order)
-            fake_logits = self.discriminate(model, sample, rows, order)
-        finally:
-            self.discriminator.train(was_training)
-        return {
-            "disc_correct_real": real_logits.gt(0).sum(),
-            "disc_real_rows": real_logits.numel(),
-            "disc_correct_fake": fake_logits.le(0).sum(),
-            "disc_fake_rows": fake_logits.numel(),
-            "sample_len_sum": rows.ne(self.padding_idx).sum(),
-            "sample_rows": rows.size(0),
-            "_rows": rows,
-        }
+        rows = sample_continuations(model, sample, 0, 1, self.max_len)
+        source = torch.arange(target.size(0), device=target.device)
+        with training_mode(self.discriminator, False):
+            real_logits = self.discriminate(sample, target, source)
+            fake_logits = self.discriminate(sample, rows, source)
+        stats = self.row_statistics(real_logits, format_rows(target, self.padding_idx,
+                                                             self.max_len), "real")
+        stats.update(self.row_statistics(fake_logits, rows, "fake"))
+        return stats, rows
+
+    # -- metrics ------------------------------------------------------------------------
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
@@ -461,6 +584,8 @@ class AdversarialCriterion(FairseqCriterion):
 
     @classmethod
     def reduce_metrics(cls, logging_outputs: list[dict]) -> None:
+        """Sums to metrics: ``loss``/``nll_loss``/``ppl`` as fairseq's, then TRL-style groups."""
+
         def total(key: str) -> float:
             return float(sum(float(log.get(key, 0)) for log in logging_outputs))
 
@@ -471,26 +596,68 @@ class AdversarialCriterion(FairseqCriterion):
             metrics.log_scalar(
                 "nll_loss", total("nll_loss") / max(sample_size, 1) / ln2, sample_size, round=3
             )
-            metrics.log_derived("ppl", lambda meters: 2 ** meters["nll_loss"].avg)
+            metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
 
         def ratio(name: str, numerator: str, denominator: str, scale: float = 1.0) -> None:
             count = total(denominator)
             if count > 0:
                 metrics.log_scalar(name, total(numerator) / count * scale, count, round=3)
 
-        ratio("mle_loss", "mle_loss", "mle_tokens", 1 / ln2)
-        if any("maligan_loss" in log for log in logging_outputs):
-            ratio("maligan_loss", "maligan_loss", "sample_size", 1 / ln2)
-        ratio("disc_loss", "disc_loss", "disc_updates")
-        ratio("disc_acc_real", "disc_correct_real", "disc_real_rows")
-        ratio("disc_acc_fake", "disc_correct_fake", "disc_fake_rows")
-        ratio("prefix_len", "prefix_len", "batches")
-        ratio("ess", "ess_sum", "ess_groups")
-        ratio("sample_len", "sample_len_sum", "sample_rows")
-        ratio("nll_oracle", "oracle_nll_sum", "oracle_tokens")
+        def spread(name: str, values: str, squares: str, count_key: str) -> None:
+            count = total(count_key)
+            if count > 0:
+                mean = total(values) / count
+                variance = max(total(squares) / count - mean * mean, 0.0)
+                metrics.log_scalar(name, math.sqrt(variance), count, round=3)
+
+        ratio("mle/loss", "mle_loss", "mle_tokens", 1 / ln2)
+        if any("adv_loss" in log for log in logging_outputs):
+            ratio("adv/loss", "adv_loss", "sample_size", 1 / ln2)
+        ratio("adv/ess", "ess_sum", "ess_groups")
+        ratio("adv/kl", "kl_sum", "kl_rows")
+        ratio("adv/prefix_len", "prefix_len", "batches")
+        ratio("disc/loss", "disc_loss", "disc_updates")
+        for kind in ("real", "fake"):
+            rows = f"disc_{kind}_rows"
+            ratio(f"disc/acc_{kind}", f"disc_correct_{kind}", rows)
+            ratio(f"disc/p_{kind}", f"disc_p_{kind}", rows)
+            spread(f"disc/p_{kind}_std", f"disc_p_{kind}", f"disc_p_{kind}_sq", rows)
+            ratio(f"sample/len_{kind}", f"{kind}_len", rows)
+            ratio(f"sample/eos_{kind}", f"{kind}_eos", rows)
+        ratio("sample/clipped_ratio", "fake_clipped", "disc_fake_rows")
+        ratio("sample/entropy", "suffix_nll", "suffix_tokens")
+        ratio("sample/nll_oracle", "oracle_nll_sum", "oracle_tokens")
+        ratio("sample/oracle_invalid", "oracle_invalid_rows", "oracle_rows")
         if total("skipped_updates") > 0:
             metrics.log_scalar("skipped_updates", total("skipped_updates"), weight=0, round=0)
-        ratio("oracle_invalid", "oracle_invalid_rows", "oracle_rows")
+
+
+def _ntokens(sample: dict, pad: int) -> int:
+    return sample["ntokens"] if "ntokens" in sample else int(sample["target"].ne(pad).sum())
+
+
+def check_sentence_rows(task, criterion: str) -> None:
+    """Real rows must be single sentences that end in EOS, as the samples are.
+
+    Block-mode language-model data (``--sample-break-mode none/complete``) holds
+    multi-sentence blocks and ``--add-bos-token`` starts real rows with BOS; either would
+    let D tell real from generated rows by format alone.
+    """
+    args = getattr(task, "args", None)
+    if not isinstance(task, LanguageModelingTask) or args is None:
+        return
+    mode = getattr(args, "sample_break_mode", "eos")
+    if str(mode) != "eos":
+        raise ConfigError(
+            f"--criterion {criterion} needs one sentence per row, as samples stop at EOS: "
+            f"use --sample-break-mode eos, not {mode} (a loading option: the binarised data "
+            "and a block-mode pretrained checkpoint can stay as they are)"
+        )
+    if getattr(args, "add_bos_token", False):
+        raise ConfigError(
+            f"--criterion {criterion}: --add-bos-token starts every real row with BOS, "
+            "which samples never hold; drop the option"
+        )
 
 
 @dataclass
@@ -512,17 +679,23 @@ class MaliganMixedCriterion(AdversarialCriterion):
     MaliGAN-basic (Algorithm 1).
     """
 
-    def suffix_loss(self, model, sample, fake_rows, fake_order, fake_logits, suffix_lprobs,
-                    prefix_len, logging_output):
+    def __init__(self, cfg: MaliganMixedConfig, task) -> None:
+        if cfg.num_samples == 1 and cfg.baseline == "uniform":
+            raise ConfigError(
+                "--num-samples 1 with --baseline uniform gives every sample weight 1 minus "
+                "baseline 1: an adversarial gradient of zero; use --num-samples 2 or more"
+            )
+        super().__init__(cfg, task)
+
+    def adversarial_loss(self, model, sample, bundle, suffix_lprobs):
         """-sum_ij (w_ij - b) log p(x_ij^{>N} | y_i^{<=N})."""
-        m = self.cfg.num_samples
-        weights = importance_weights(fake_logits, m)
+        m = bundle.num_samples
+        weights = importance_weights(bundle.fake_logits, m)
         baseline = 1.0 / m if self.cfg.baseline == "uniform" else 0.0
         sequence = suffix_lprobs.sum(dim=1).view(-1, m)
-        logging_output.update(
-            ess_sum=effective_sample_size(weights).sum(), ess_groups=weights.size(0)
-        )
-        return -((weights.to(sequence) - baseline) * sequence).sum()
+        loss = -((weights.to(sequence) - baseline) * sequence).sum()
+        return loss, {"ess_sum": effective_sample_size(weights).sum(),
+                      "ess_groups": weights.size(0)}
 
 
 @dataclass
@@ -538,26 +711,16 @@ class RolloutConfig(AdversarialConfig):
     )
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The generator inside fairseq's distributed wrappers."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
-
-
 class RolloutCriterion(AdversarialCriterion):
     """Per-token values Q from R Monte-Carlo completions of every sampled prefix."""
 
     def __init__(self, cfg: RolloutConfig, task) -> None:
         super().__init__(cfg, task)
-        if cfg.rollouts < 1:
-            raise ConfigError(f"--rollouts must be at least 1, got {cfg.rollouts}")
-        if cfg.rollout_max_rows < 1:
-            raise ConfigError(
-                f"--rollout-max-rows must be at least 1, got {cfg.rollout_max_rows}"
-            )
+        for name in ("rollouts", "rollout_max_rows"):
+            if getattr(cfg, name) < 1:
+                raise ConfigError(f"{_option(name)} must be at least 1, got {getattr(cfg, name)}")
 
-    def rollout_policy(self, model: torch.nn.Module) -> torch.nn.Module:
+    def rollout_policy(self, model: nn.Module) -> nn.Module:
         """The model that completes prefixes (the generator itself by default)."""
         return unwrap(model)
 
@@ -565,26 +728,23 @@ class RolloutCriterion(AdversarialCriterion):
         """Weights (rows, L) of log p(x_t | x_<t) from rollout logits (rows, L, R)."""
         raise NotImplementedError
 
-    def suffix_loss(self, model, sample, fake_rows, fake_order, fake_logits, suffix_lprobs,
-                    prefix_len, logging_output):
+    def adversarial_loss(self, model, sample, bundle, suffix_lprobs):
         """-sum_{i,t} weight_it log p(x_it | x_i,<t) over the sampled tokens."""
+        fake = bundle.fake
+        rows, source = bundle.rows[fake], bundle.source[fake]
 
         def score(completions: Tensor, order: Tensor) -> Tensor:
-            return self.discriminate(model, sample, completions, order)
+            return self.discriminate(sample, completions, order)
 
-        was_training = self.discriminator.training
-        self.discriminator.eval()
-        try:
+        with training_mode(self.discriminator, False):
             values = rollout_scores(
-                self.rollout_policy(model), sample, fake_rows, fake_order, prefix_len,
-                self.cfg.rollouts, score, max_rows=self.cfg.rollout_max_rows,
+                self.rollout_policy(model), sample, rows, source, bundle.prefix_len,
+                self.cfg.rollouts, score, bundle.max_len, max_rows=self.cfg.rollout_max_rows,
             )
-        finally:
-            self.discriminator.train(was_training)
-        positions = torch.arange(fake_rows.size(1), device=fake_rows.device)
-        valid = (positions >= prefix_len) & fake_rows.ne(self.padding_idx)
+        positions = torch.arange(rows.size(1), device=rows.device)
+        valid = (positions >= bundle.prefix_len) & rows.ne(self.padding_idx)
         weights = self.token_weights(values, valid)
-        return -(weights.to(suffix_lprobs) * suffix_lprobs).sum()
+        return -(weights.to(suffix_lprobs) * suffix_lprobs).sum(), {}
 
 
 @register_criterion("maligan_rollout", dataclass=RolloutConfig)
@@ -638,6 +798,8 @@ class SeqGANCriterion(RolloutCriterion):
     resumed run continues with the same policy.
     """
 
+    frozen_copies = ("reference", "policy")
+
     def __init__(self, cfg: SeqGANConfig, task) -> None:
         super().__init__(cfg, task)
         if cfg.rollout_refresh_updates < 1:
@@ -646,74 +808,24 @@ class SeqGANCriterion(RolloutCriterion):
             )
         if not 0.0 <= cfg.rollout_ema < 1.0:
             raise ConfigError(f"--rollout-ema must be in [0, 1), got {cfg.rollout_ema}")
-        self.policy: Optional[torch.nn.Module] = None
-        self._pending_policy: dict[str, Tensor] = {}
-        self._policy_update = -1
 
-    def rollout_policy(self, model: torch.nn.Module) -> torch.nn.Module:
-        generator = unwrap(model)
-        if self.policy is None:
-            self.policy = copy.deepcopy(generator).requires_grad_(False)
-            if self._pending_policy:
-                self.policy.load_state_dict(self._pending_policy)
-                self._pending_policy = {}
-        if self._policy_update != self.num_updates:
-            self._policy_update = self.num_updates
-            ema = self.cfg.rollout_ema
-            with torch.no_grad():
-                for beta, theta in zip(self.policy.parameters(), generator.parameters()):
-                    if ema > 0:
-                        beta.mul_(ema).add_(theta.detach(), alpha=1 - ema)
-                    elif self.num_updates % self.cfg.rollout_refresh_updates == 0:
-                        beta.copy_(theta.detach())
-        return self.policy
+    def refresh_copies(self, model: nn.Module) -> None:
+        """Every update (whichever side moves): beta <- theta every U updates, or the EMA."""
+        super().refresh_copies(model)
+        policy = self.frozen_copy("policy", model)
+        if self._refreshed_at == self.num_updates:
+            return
+        self._refreshed_at = self.num_updates
+        ema = self.cfg.rollout_ema
+        with torch.no_grad():
+            for beta, theta in zip(policy.parameters(), unwrap(model).parameters()):
+                if ema > 0:
+                    beta.mul_(ema).add_(theta.detach(), alpha=1 - ema)
+                elif self.num_updates % self.cfg.rollout_refresh_updates == 0:
+                    beta.copy_(theta.detach())
 
-    def load_state_dict(self, state_dict: Any, strict: bool = True, **kwargs: Any):
-        """Keep the saved rollout policy until the generator is there to copy it."""
-        if state_dict and self.policy is None:
-            state_dict = dict(state_dict)
-            prefix = "policy."
-            self._pending_policy = {
-                k[len(prefix):]: state_dict.pop(k) for k in list(state_dict) if k.startswith(prefix)
-            }
-        return super().load_state_dict(state_dict, strict=strict, **kwargs)
-
-    def state_dict(self, *args: Any, **kwargs: Any):
-        state = super().state_dict(*args, **kwargs)
-        for key, value in self._pending_policy.items():
-            state["policy." + key] = value
-        return state
+    def rollout_policy(self, model: nn.Module) -> nn.Module:
+        return self.frozen_copy("policy", model)
 
     def token_weights(self, values: Tensor, valid: Tensor) -> Tensor:
         return torch.sigmoid(values).mean(dim=2) * valid
-
-
-def load_discriminator(path: str, dictionary, source_dictionary=None) -> "Discriminator":
-    """Load a discriminator saved by ``save_discriminator`` (safe ``weights_only`` load)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"--disc-path: no such file: {path}") from None
-    except Exception as error:
-        raise ConfigError(f"--disc-path: cannot read {path}: {error}") from None
-    if not isinstance(state, dict) or {"arch", "cfg", "model"} - set(state):
-        raise ConfigError(f"--disc-path: {path} is not a saved discriminator")
-    disc = build_discriminator(
-        state["arch"], MaliganDiscriminatorConfig(**state["cfg"]), dictionary, source_dictionary
-    )
-    try:
-        disc.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise ConfigError(
-            f"--disc-path: {path} does not fit this data's dictionary: {str(error).splitlines()[0]}"
-        ) from None
-    return disc
-
-
-def save_discriminator(disc: Discriminator, arch: str, path: str) -> None:
-    """Save a discriminator so that ``--disc-path`` (and ``weights_only`` loading) reads it."""
-    cfg = {}
-    for key in MaliganDiscriminatorConfig.__dataclass_fields__:
-        value = getattr(disc.cfg, key)
-        cfg[key] = value if isinstance(value, (int, float, bool)) else str(value)
-    torch.save({"arch": arch, "cfg": cfg, "model": disc.state_dict()}, path)

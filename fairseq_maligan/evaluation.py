@@ -9,7 +9,9 @@ compared as curves, not as single points.
 - oracle mode: quality = NLL-oracle of the samples (lower is better), diversity axis =
   NLL-test under the same temperature (lower is better);
 - references mode: quality = BLEU-n of the samples against a reference text (higher is
-  better), diversity axis = self-BLEU-n of the samples (lower is more diverse).
+  better), diversity axis = self-BLEU-n of the samples (lower is more diverse); both are
+  NLTK's method1 sentence BLEU (see ``metrics``), and every record states the
+  tokenization and the number of samples behind self-BLEU (``BLEU_SETTINGS``).
 """
 
 from __future__ import annotations
@@ -27,9 +29,12 @@ from fairseq.tasks import FairseqTask
 from torch import Tensor, nn
 
 from .errors import ConfigError
-from .metrics import ReferenceBLEU, self_bleu
+from .metrics import TOKENIZERS, ReferenceBLEU, self_bleu
 from .oracle import Oracle
 from .sampling import sample_sentences
+
+BLEU_SETTINGS = ("tokenize", "self_bleu_samples")
+"""The record fields that say how BLEU and self-BLEU were computed."""
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +45,15 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one display name per --path")
     parser.add_argument("--data", help="data directory (default: each checkpoint's)")
     parser.add_argument("--split", default="test", help="binarised split for NLL-test")
+
+
+def add_bleu_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tokenize``/``--self-bleu-samples``, shared by the evaluation scripts."""
+    parser.add_argument("--tokenize", choices=list(TOKENIZERS), default="nltk",
+                        help="BLEU tokenization of samples and references: nltk (Treebank, "
+                        "as the text-GAN papers) or none (whitespace)")
+    parser.add_argument("--self-bleu-samples", type=int,
+                        help="self-BLEU of the first N samples (default: all)")
 
 
 def load_generator(path: str, data: str | None = None) -> tuple[nn.Module, FairseqTask]:
@@ -139,8 +153,9 @@ def nll_test(
 def nll_oracle(oracle: Oracle, rows: Tensor, dictionary: Dictionary) -> tuple[float, float]:
     """NLL-oracle (nats per token) of sampled rows, and the fraction of invalid rows.
 
-    Invalid rows (shorter than the oracle's length or holding non-oracle symbols) are
-    left out of the NLL; the NLL is NaN when every row is invalid.
+    Invalid rows, those that are not exactly an oracle sequence (``Oracle.valid_rows``:
+    ``seq_len`` oracle symbols, then EOS), are left out of the NLL; the NLL is NaN when
+    every row is invalid.
     """
     scores = oracle.score_rows(rows, oracle.ids_for(dictionary))
     tokens = int(scores["oracle_tokens"])
@@ -159,15 +174,18 @@ def evaluate_generator(
     split: str | None = "test",
     oracle: Oracle | None = None,
     bleus: Mapping[int, ReferenceBLEU] | None = None,
-) -> dict[str, float]:
+    self_bleu_samples: int | None = None,
+) -> dict[str, Any]:
     """The metrics of one generator at one temperature, from ``num_samples`` samples.
 
     - ``split``: ``nll_test`` and ``perplexity`` (``exp(nll_test)``, base e) of that split;
     - ``oracle``: ``nll_oracle`` and ``oracle_invalid`` (the fraction of invalid samples);
     - ``bleus`` (max order -> reference set): ``bleu{n}`` against the references and
-      ``self_bleu{n}`` of the samples, for every order ``n``.
+      ``self_bleu{n}`` of the first ``self_bleu_samples`` samples (default: all), for
+      every order ``n``, and the ``BLEU_SETTINGS`` behind them: ``tokenize`` (the
+      references' tokenization, applied to the samples too) and ``self_bleu_samples``.
     """
-    results: dict[str, float] = {}
+    results: dict[str, Any] = {}
     if split is not None:
         results["nll_test"] = nll_test(model, task, split, temperature)
         results["perplexity"] = math.exp(results["nll_test"])
@@ -177,10 +195,20 @@ def evaluate_generator(
             oracle, rows, task.target_dictionary
         )
     if bleus:
+        tokenize = {bleu.tokenize for bleu in bleus.values()}
+        if len(tokenize) > 1:
+            raise ConfigError(f"BLEU reference sets with different tokenizations: {tokenize}")
+        count = num_samples if self_bleu_samples is None else self_bleu_samples
+        if not 2 <= count <= num_samples:
+            raise ConfigError(
+                f"--self-bleu-samples must be between 2 and --num-samples ({num_samples}), "
+                f"got {count}"
+            )
         lines = detokenize(rows, task.target_dictionary)
         for order, bleu in bleus.items():
             results[f"bleu{order}"] = bleu.score(lines)
-            results[f"self_bleu{order}"] = self_bleu(lines, order)
+            results[f"self_bleu{order}"] = self_bleu(lines[:count], order, bleu.tokenize)
+        results.update(tokenize=tokenize.pop(), self_bleu_samples=count)
     return results
 
 
@@ -196,12 +224,15 @@ def temperature_sweep(
     max_order: int = 5,
     max_len: int = 50,
     seed: int = 1,
+    tokenize: str = "nltk",
+    self_bleu_samples: int | None = None,
 ) -> list[dict[str, Any]]:
     """Quality and diversity of every checkpoint (name -> path) at every temperature.
 
     Exactly one of ``oracle`` (an ``oracle.pt``; needs the binarised ``split``) and
-    ``references`` (a text file; BLEU-``max_order`` and self-BLEU-``max_order``) is
-    given. Returns one record per (checkpoint, temperature): ``name``, ``temperature``,
+    ``references`` (a text file; BLEU-``max_order`` and self-BLEU-``max_order`` with
+    ``tokenize`` and ``self_bleu_samples``, see :func:`evaluate_generator`) is given.
+    Returns one record per (checkpoint, temperature): ``name``, ``temperature``,
     ``quality``, ``diversity``, the metric names behind them and every metric computed.
     All points draw from the same seed.
     """
@@ -211,7 +242,7 @@ def temperature_sweep(
         oracle_model, bleus, test_split = Oracle.load(oracle), None, split
         quality, diversity = "nll_oracle", "nll_test"
     else:
-        bleus = {max_order: ReferenceBLEU(read_references(references), max_order)}
+        bleus = {max_order: ReferenceBLEU(read_references(references), max_order, tokenize)}
         oracle_model, test_split = None, None
         quality, diversity = f"bleu{max_order}", f"self_bleu{max_order}"
     records = []
@@ -221,7 +252,7 @@ def temperature_sweep(
             metrics = evaluate_generator(
                 model, task, num_samples=num_samples, max_len=max_len,
                 temperature=temperature, seed=seed, split=test_split,
-                oracle=oracle_model, bleus=bleus,
+                oracle=oracle_model, bleus=bleus, self_bleu_samples=self_bleu_samples,
             )
             records.append({
                 "name": name, "temperature": temperature,
@@ -260,14 +291,23 @@ def plot_sweep(records: Sequence[Mapping[str, Any]], path: str, xlabel: str, yla
     figure.savefig(path, dpi=120)
 
 
-def format_table(records: Sequence[Mapping[str, Any]]) -> str:
-    """Records as a text table, one column per key (floats to 4 decimals, "-" if missing)."""
-    columns = list(dict.fromkeys(key for record in records for key in record))
+def format_table(records: Sequence[Mapping[str, Any]], settings: Sequence[str] = ()) -> str:
+    """Records as a text table, one column per key (floats to 4 decimals, "-" if missing).
+
+    Keys in ``settings`` (e.g. ``BLEU_SETTINGS``) are not columns: their values are
+    stated on a line under the table.
+    """
+    columns = list(dict.fromkeys(
+        key for record in records for key in record if key not in settings
+    ))
     cells = [[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "-"))
               for c in columns] for r in records]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = [columns, *cells]
-    return "\n".join(
+    table = [
         "  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])])
         for line in lines
-    )
+    ]
+    stated = [f"{key}={value}" for key in settings
+              for value in dict.fromkeys(r[key] for r in records if key in r)]
+    return "\n".join(table + ([", ".join(stated)] if stated else []))

@@ -357,15 +357,17 @@ def write_lines(path: Path, lines: Sequence[str]) -> None:
 
 def score_text(experiment: LMExperiment, checkpoints: dict[str, Path], references: Path,
                orders: Sequence[int], max_len: int, splits: Sequence[str] = ("test",),
-               stock_eval: bool = False) -> dict[str, dict[str, Any]]:
+               stock_eval: bool = False, tokenize: str = "nltk") -> dict[str, dict[str, Any]]:
     """Perplexity, BLEU-n against ``references`` and self-BLEU-n of every checkpoint.
 
     Perplexities (base e, per token, EOS counted) come from stock ``fairseq-eval-lm`` when
     ``stock_eval``, otherwise in-process (the same figure; ``evaluation.nll_test``). BLEU
     and self-BLEU score ``budget.eval_samples`` samples at temperature 1; five samples
-    are kept for the README.
+    are kept for the README. ``tokenize`` is the BLEU tokenization ("nltk", the text-GAN
+    papers'; "none" for text that is already tokenised, such as PTB with its ``<unk>``).
     """
-    bleus = {n: ReferenceBLEU(read_references(str(references)), n) for n in orders}
+    bleus = {n: ReferenceBLEU(read_references(str(references)), n, tokenize=tokenize)
+             for n in orders}
     results = {}
     for name, path in checkpoints.items():
         model, task = load_generator(str(path), str(experiment.data))
@@ -387,14 +389,14 @@ def score_text(experiment: LMExperiment, checkpoints: dict[str, Path], reference
 
 
 def sweep_text(experiment: LMExperiment, checkpoints: dict[str, Path], references: Path,
-               order: int, max_len: int) -> list[dict[str, Any]]:
+               order: int, max_len: int, tokenize: str = "nltk") -> list[dict[str, Any]]:
     """Temperature sweep (BLEU-``order`` vs self-BLEU-``order``) of the four methods,
     drawn to ``sweep.png`` in the experiment's directory."""
     records = temperature_sweep(
         {METHODS[m]: str(checkpoints[m]) for m in METHODS if m in checkpoints},
         experiment.budget.temperatures, experiment.budget.eval_samples,
         references=str(references), data=str(experiment.data), max_order=order,
-        max_len=max_len, seed=experiment.seed,
+        max_len=max_len, seed=experiment.seed, tokenize=tokenize,
     )
     plot_sweep(records, str(experiment.out / "sweep.png"),
                f"BLEU-{order} (higher: better quality)",

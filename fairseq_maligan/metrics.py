@@ -5,97 +5,123 @@ sentence-level BLEU against the *whole* reference set taken as multiple referenc
 averages the sentence scores; self-BLEU scores every generated sentence against all the
 *other* generated sentences (higher means less diverse). Scores are on a 0..1 scale.
 
-Every number comes from sacrebleu: its n-gram extraction, its clipped-match statistics
-(``BLEU._compute_segment_statistics``) and its ``BLEU.compute_bleu``, so a score equals
-``BLEU(max_ngram_order=n, effective_order=True, ...).sentence_score(hyp, refs).score / 100``
-(``sacrebleu.sentence_bleu`` for n = 4) exactly. What this module adds is caching: the
-references are reduced once to per-n-gram maximum counts and a set of lengths, instead of
-once per scored sentence, which turns minutes into seconds for 1,000 x 10,000 sentences.
+Every sentence score is NLTK's, as Texygen computes it:
+``nltk.translate.bleu_score.sentence_bleu(refs, hyp, weights=(1/n,) * n,
+smoothing_function=SmoothingFunction().method1)``, for every hypothesis, short ones
+included. That is: clipped n-gram precisions of orders 1..n with the denominator at
+least 1; an order without a match (an order longer than the hypothesis included) gets
+0.1 / denominator; a hypothesis without any unigram match scores 0; the brevity penalty
+uses the reference length closest to the hypothesis' (the shorter on a tie). What this
+module adds is caching: the references are reduced once to per-n-gram maximum counts and
+the set of their lengths, instead of once per scored sentence (NLTK recounts every
+reference for every hypothesis), and self-BLEU is computed in one pass over the sentences.
 
-Smoothing defaults to sacrebleu's ``floor`` with value 0.1: an n-gram order without any
-match gets precision 0.1 / (number of hypothesis n-grams of that order). That is NLTK's
-``SmoothingFunction().method1``, which Texygen uses, so the figures are comparable with
-published text-GAN BLEU; sacrebleu's ``exp`` (the ``sentence_bleu`` default) and ``add-k``
-are available through ``smooth_method``. With ``effective_order`` (on, as in
-``sentence_bleu``) a hypothesis shorter than n tokens is scored on the orders it has.
+Sentences are split into tokens by ``tokenize``: ``"nltk"`` (default, as in Texygen and
+TextGAN-PyTorch) is ``nltk.word_tokenize(text, preserve_line=True)``, the Treebank word
+tokenizer (punctuation split off; no punkt data needed); ``"none"`` splits on whitespace.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from sacrebleu.metrics.bleu import BLEU
-from sacrebleu.metrics.helpers import extract_all_word_ngrams
+from nltk import word_tokenize
 
 from .errors import ConfigError
 
 Ngram = tuple[str, ...]
 
+TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
+    "nltk": lambda text: word_tokenize(text, preserve_line=True),
+    "none": str.split,
+}
 
-def make_bleu(
-    max_order: int,
-    smooth_method: str = "floor",
-    smooth_value: float | None = None,
-    tokenize: str = "none",
-    lowercase: bool = False,
-    effective_order: bool = True,
-) -> BLEU:
-    """The sacrebleu scorer behind both metrics; its options are theirs (see module doc)."""
+
+def tokenizer(name: str) -> Callable[[str], list[str]]:
+    """The tokenizer called ``name`` (a key of ``TOKENIZERS``)."""
+    try:
+        return TOKENIZERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown BLEU tokenization {name!r}; choose from {', '.join(TOKENIZERS)}"
+        ) from None
+
+
+def _check_order(max_order: int) -> None:
     if max_order < 1:
         raise ConfigError(f"BLEU max n-gram order must be at least 1, got {max_order}")
-    if smooth_method not in BLEU.SMOOTH_DEFAULTS:
-        raise ConfigError(
-            f"unknown BLEU smoothing {smooth_method!r}; "
-            f"choose from {', '.join(BLEU.SMOOTH_DEFAULTS)}"
-        )
-    return BLEU(
-        lowercase=lowercase,
-        force=True,
-        tokenize=tokenize,
-        smooth_method=smooth_method,
-        smooth_value=smooth_value,
-        max_ngram_order=max_order,
-        effective_order=effective_order,
+
+
+def _ngram_counts(tokens: Sequence[str], max_order: int) -> Counter[Ngram]:
+    """Counts of the n-grams of every order 1..max_order."""
+    return Counter(
+        tuple(tokens[i : i + n])
+        for n in range(1, max_order + 1)
+        for i in range(len(tokens) - n + 1)
     )
 
 
-def _score(bleu: BLEU, text: str, ref_ngrams: Mapping[Ngram, int], ref_lens: list[int]) -> float:
-    """sacrebleu's sentence BLEU (0..1) of a preprocessed hypothesis from cached references."""
-    stats = bleu._compute_segment_statistics(
-        text, {"ref_ngrams": ref_ngrams, "ref_lens": ref_lens}
-    )
-    return bleu._compute_score_from_stats(stats).score / 100.0
+def _sentence_bleu(
+    ngrams: Counter[Ngram],
+    length: int,
+    max_count: Callable[[Ngram], int],
+    ref_lens: Sequence[int],
+    max_order: int,
+) -> float:
+    """NLTK's method1 sentence BLEU of a hypothesis (its n-gram counts and length).
+
+    ``max_count`` gives an n-gram's largest count in any one reference, ``ref_lens`` the
+    candidate reference lengths of the brevity penalty.
+    """
+    matches = [0] * max_order
+    for ngram, count in ngrams.items():
+        matches[len(ngram) - 1] += min(count, max_count(ngram))
+    if matches[0] == 0:
+        return 0.0
+    logs = []
+    for n, match in enumerate(matches, 1):
+        total = max(1, length - n + 1)
+        logs.append(math.log(match / total if match else 0.1 / total) / max_order)
+    closest = min(ref_lens, key=lambda ref_len: (abs(ref_len - length), ref_len))
+    penalty = 1.0 if length > closest else math.exp(1 - closest / length)
+    return penalty * math.exp(math.fsum(logs))
 
 
 class ReferenceBLEU:
     """Sentence BLEU-n of hypotheses against a fixed reference set used as multiple references.
 
-    The references are tokenised and reduced once, here, to the maximum count of every
-    n-gram over all references and the distinct reference lengths; sacrebleu's
-    closest-length rule (the nearest length, the shorter on a tie) only depends on which
-    lengths occur, so the brevity penalty looks at a dozen lengths instead of every reference.
-
-    ``smooth_method``/``smooth_value`` are sacrebleu's (default ``floor`` 0.1, NLTK method1 as
-    in Texygen); ``tokenize='none'`` splits on whitespace only, for pre-tokenised text.
+    The references are tokenized and reduced once, here, to the maximum count of every
+    n-gram over all references and their distinct lengths (the closest-length rule only
+    depends on which lengths occur). ``tokenize`` applies to references and hypotheses.
     """
 
-    def __init__(self, references: Sequence[str], max_order: int = 4, **options: Any) -> None:
+    def __init__(
+        self, references: Sequence[str], max_order: int = 4, tokenize: str = "nltk"
+    ) -> None:
         if len(references) == 0:
             raise ConfigError("ReferenceBLEU needs at least one reference sentence")
-        self.max_order = max_order
-        self._bleu = make_bleu(max_order, **options)
-        info = self._bleu._extract_reference_info(
-            [self._bleu._preprocess_segment(ref) for ref in references]
-        )
-        self._ref_ngrams: Mapping[Ngram, int] = info["ref_ngrams"]
-        self._ref_lens: list[int] = sorted(set(info["ref_lens"]))
+        _check_order(max_order)
+        self.max_order, self.tokenize = max_order, tokenize
+        self._split = tokenizer(tokenize)
+        self._max_counts: Counter[Ngram] = Counter()
+        lengths = set()
+        for reference in references:
+            tokens = self._split(reference)
+            lengths.add(len(tokens))
+            for ngram, count in _ngram_counts(tokens, max_order).items():
+                if count > self._max_counts[ngram]:
+                    self._max_counts[ngram] = count
+        self._ref_lens = sorted(lengths)
 
     def sentence_score(self, hypothesis: str) -> float:
         """BLEU (0..1) of one hypothesis against all references."""
-        text = self._bleu._preprocess_segment(hypothesis)
-        return _score(self._bleu, text, self._ref_ngrams, self._ref_lens)
+        tokens = self._split(hypothesis)
+        return _sentence_bleu(
+            _ngram_counts(tokens, self.max_order), len(tokens), self._max_counts.__getitem__,
+            self._ref_lens, self.max_order,
+        )
 
     def score(self, hypotheses: Sequence[str]) -> float:
         """Mean sentence BLEU (0..1) of the hypotheses: the text-GAN BLEU-n figure."""
@@ -104,29 +130,29 @@ class ReferenceBLEU:
         return sum(self.sentence_score(h) for h in hypotheses) / len(hypotheses)
 
 
-def self_bleu(sentences: Sequence[str], max_order: int = 4, **options: Any) -> float:
+def self_bleu(sentences: Sequence[str], max_order: int = 4, tokenize: str = "nltk") -> float:
     """Self-BLEU-n (0..1): mean BLEU of each sentence against all the other sentences.
 
-    A diversity measure: identical sentences give 1.0. Equal to calling sacrebleu on each
-    sentence with the rest as references, in one pass: for every n-gram we keep the largest
-    count, the sentence holding it and the second largest count (from another sentence), so
-    the maximum over the *other* sentences is the second count for the holder and the largest
-    for everyone else. Lengths are kept with multiplicity so that a sentence's own length
-    drops out of the brevity penalty's candidates only when no other sentence has it.
-    ``options`` are those of :func:`make_bleu`.
+    A diversity measure: identical sentences give 1.0. Equal to NLTK's method1
+    ``sentence_bleu`` of each sentence with the rest as references, in one pass: for every
+    n-gram we keep the largest count, the sentence holding it and the second largest count
+    (from another sentence), so the maximum over the *other* sentences is the second count
+    for the holder and the largest for everyone else. Lengths are kept with multiplicity so
+    that a sentence's own length drops out of the brevity penalty's candidates only when no
+    other sentence has it.
     """
     if len(sentences) < 2:
         raise ConfigError(f"self-BLEU needs at least two sentences, got {len(sentences)}")
-    bleu = make_bleu(max_order, **options)
-    texts = [bleu._preprocess_segment(s) for s in sentences]
-
-    sentence_ngrams: list[Counter] = []
+    _check_order(max_order)
+    split = tokenizer(tokenize)
+    sentence_ngrams: list[Counter[Ngram]] = []
     sentence_lens: list[int] = []
     top: dict[Ngram, list[int]] = {}  # n-gram -> [largest count, its sentence, second count]
-    for i, text in enumerate(texts):
-        ngrams, length = extract_all_word_ngrams(text, 1, max_order)
+    for i, sentence in enumerate(sentences):
+        tokens = split(sentence)
+        ngrams = _ngram_counts(tokens, max_order)
         sentence_ngrams.append(ngrams)
-        sentence_lens.append(length)
+        sentence_lens.append(len(tokens))
         for ngram, count in ngrams.items():
             entry = top.get(ngram)
             if entry is None:
@@ -139,14 +165,12 @@ def self_bleu(sentences: Sequence[str], max_order: int = 4, **options: Any) -> f
     all_lens = sorted(len_counts)
 
     total = 0.0
-    rows = zip(texts, sentence_ngrams, sentence_lens, strict=True)
-    for i, (text, ngrams, length) in enumerate(rows):
-        others: dict[Ngram, int] = {}
-        for ngram in ngrams:
+    for i, (ngrams, length) in enumerate(zip(sentence_ngrams, sentence_lens, strict=True)):
+
+        def max_count(ngram: Ngram, i: int = i) -> int:
             best, holder, second = top[ngram]
-            count = second if holder == i else best
-            if count:
-                others[ngram] = count
+            return second if holder == i else best
+
         lens = all_lens if len_counts[length] > 1 else [n for n in all_lens if n != length]
-        total += _score(bleu, text, others, lens)
-    return total / len(texts)
+        total += _sentence_bleu(ngrams, length, max_count, lens, max_order)
+    return total / len(sentences)

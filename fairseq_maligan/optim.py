@@ -1,17 +1,21 @@
 """``--optimizer maligan_adam``: fairseq's Adam with a discriminator parameter group.
 
 Parameters that a criterion marks with ``param_group = "discriminator"`` go into their own
-group with the learning rate in their ``optim_overrides`` (``--disc-lr``, constant: the
-lr scheduler drives the generator group only). A group whose gradients are all zero or
-absent in a step (the generator during discriminator-only steps, or the discriminator
-when a batch has nothing to discriminate) is skipped: its Adam moments, step count and
-weight decay stay as they were.
+group with the settings in their ``optim_overrides``: the learning rate (``--disc-lr``,
+constant: the lr scheduler drives the generator group only) and the clipping norm
+(``--disc-clip-norm``; ``--clip-norm`` clips the generator group alone, so the
+discriminator's gradient never decides how far the generator steps). These settings are
+the command line's also on resume, not the checkpoint's. A group whose gradients are all
+zero or absent in a step (the generator during discriminator-only steps, or the
+discriminator when a batch has nothing to discriminate) is skipped: its Adam moments, step
+count and weight decay stay as they were.
 """
 
 import logging
 from dataclasses import dataclass
 
 import torch
+from fairseq import utils
 from fairseq.optim import register_optimizer
 from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 
@@ -51,7 +55,29 @@ class MaliganAdam(FairseqAdam):
                 "shares the generator's learning rate; add --fp16-no-flatten-grads, or use "
                 "--bf16 or --memory-efficient-fp16, to keep its own group"
             )
-        super().__init__(cfg, _split_groups(params))
+        groups = _split_groups(params)
+        self._overrides = {
+            group[GROUP_KEY]: {k: group[k] for k in ("lr", "clip_norm") if k in group}
+            for group in groups if group.get(GROUP_KEY, "default") != "default"
+        }
+        super().__init__(cfg, groups)
+
+    def load_state_dict(self, state_dict: dict, optimizer_overrides=None) -> None:
+        """Restore the moments; a marked group keeps this run's own ``--disc-*`` settings."""
+        super().load_state_dict(state_dict, optimizer_overrides)
+        for group in self.param_groups:
+            group.update(self._overrides.get(group.get(GROUP_KEY, "default"), {}))
+
+    def clip_grad_norm(self, max_norm: float, aggregate_norm_fn=None) -> torch.Tensor:
+        """Clip each group by its own norm; returns the generator's (a non-finite one wins)."""
+        norms = []
+        for group in self.param_groups:
+            limit = group.get("clip_norm", max_norm)
+            norms.append(utils.clip_grad_norm_(group["params"], limit, aggregate_norm_fn))
+        for norm in norms[1:]:
+            if not bool(torch.isfinite(norm)):
+                return norm
+        return norms[0]
 
     def set_lr(self, lr: float) -> None:
         """The scheduler's learning rate applies to the generator group only."""

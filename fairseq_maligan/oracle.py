@@ -14,6 +14,9 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 
+EOS_ID = -2
+"""The id that :meth:`Oracle.ids_for` gives the dictionary's EOS (other non-oracle symbols: -1)."""
+
 
 def oracle_symbol(index: int) -> str:
     return f"w{index}"
@@ -86,27 +89,39 @@ class Oracle(nn.Module):
         return oracle
 
     def ids_for(self, dictionary: Dictionary) -> Tensor:
-        """Map fairseq dictionary indices to oracle ids (-1 for other symbols)."""
+        """Map fairseq dictionary indices to oracle ids (``EOS_ID`` for EOS, -1 for others)."""
         table = torch.full((len(dictionary),), -1, dtype=torch.long)
+        table[dictionary.eos()] = EOS_ID
         for index in range(self.vocab_size):
             found = dictionary.index(oracle_symbol(index))
             if found != dictionary.unk():
                 table[found] = index
         return table
 
+    def valid_rows(self, ids: Tensor) -> Tensor:
+        """Which rows of mapped ids (:meth:`ids_for`) are exactly an oracle sequence.
+
+        A valid row is ``seq_len`` oracle symbols followed by EOS (what follows EOS, the
+        sampler's padding, is ignored). Rows that end early, run on past ``seq_len`` or
+        lack EOS, or hold other symbols, are invalid.
+        """
+        if ids.size(1) <= self.seq_len:
+            return torch.zeros(ids.size(0), dtype=torch.bool, device=ids.device)
+        return ids[:, : self.seq_len].ge(0).all(dim=1) & ids[:, self.seq_len].eq(EOS_ID)
+
     def score_rows(self, rows: Tensor, table: Tensor) -> dict[str, Tensor | int]:
         """NLL-oracle sums of generated target-side rows (fairseq indices).
 
-        A row counts if its first ``seq_len`` tokens are all oracle symbols; shorter or
-        malformed rows are counted as invalid and left out of the NLL.
+        ``table`` is :meth:`ids_for` of the rows' dictionary. Rows that are not exactly an
+        oracle sequence (:meth:`valid_rows`) are counted as invalid and left out of the NLL.
         """
-        ids = table.to(rows.device)[rows[:, : self.seq_len]]
-        valid = ids.size(1) == self.seq_len
-        valid_rows = ids.ge(0).all(dim=1) if valid else torch.zeros(rows.size(0), dtype=torch.bool)
-        nll = self.nll(ids[valid_rows]) if bool(valid_rows.any()) else torch.zeros(0, self.seq_len)
+        ids = table.to(rows.device)[rows]
+        valid = self.valid_rows(ids)
+        nll = (self.nll(ids[valid, : self.seq_len]) if bool(valid.any())
+               else torch.zeros(0, self.seq_len))
         return {
             "oracle_nll_sum": nll.sum(),
             "oracle_tokens": nll.numel(),
-            "oracle_invalid_rows": int((~valid_rows).sum()),
+            "oracle_invalid_rows": int((~valid).sum()),
             "oracle_rows": rows.size(0),
         }

@@ -2,7 +2,8 @@
 
 - ``FairseqTask.train_step`` passes ``update_num`` to criteria that define
   ``set_num_updates`` (the stock task gives it to the model only), so the schedule and
-  the discriminator/generator phases follow the trainer's update count exactly.
+  the discriminator/generator phases follow the trainer's update count exactly, and lets
+  the criterion check the optimizer (``check_optimizer``) before the first step.
 - ``Trainer.state_dict`` writes checkpoints that stock fairseq loads with torch's safe
   ``weights_only`` loading and no ``--user-dir``: a legacy ``argparse.Namespace`` model
   config becomes a plain dict, and a plugin task is saved under its stock parent's name.
@@ -55,6 +56,8 @@ def _train_step(original):
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         if hasattr(criterion, "set_num_updates"):
             criterion.set_num_updates(update_num)
+        if hasattr(criterion, "check_optimizer"):
+            criterion.check_optimizer(optimizer)
         return original(self, sample, model, criterion, optimizer, update_num, ignore_grad)
 
     train_step.maligan_patched = True

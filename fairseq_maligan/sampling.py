@@ -2,9 +2,12 @@
 
 One sampler serves every criterion: the first ``prefix_len`` (N) tokens of each row are
 clamped from ``sample["target"]``, then ``num_samples`` (m) continuations per row are drawn
-with fairseq's incremental decoding, without gradient, until EOS or the length limit.
-Continuations are rescored with gradients by :func:`token_log_probs` in one
-teacher-forced forward.
+with fairseq's incremental decoding, without gradient, until EOS or the length limit
+(the criteria pass the task's maximum target length, the limit real rows have, never the
+batch's width). Continuations are rescored with gradients by :func:`token_log_probs` in
+one teacher-forced forward. Every distribution comes from the model's own normalised
+output, so adaptive-softmax models (whose decoder returns features, not logits) sample
+and train like any other.
 
 Rows are laid out group-major: continuation ``j`` of row ``i`` is row ``i * m + j``.
 """
@@ -81,7 +84,7 @@ class DecoderState:
         out = self.model.decoder(
             inputs, encoder_out=self.encoder_out, incremental_state=self.incremental_state
         )
-        return out[0][:, -1, :]
+        return last_step_scores(self.model, out)
 
     def reorder(self, order: Tensor) -> None:
         """Keep rows ``order`` of the state (repeats allowed), in place."""
@@ -112,13 +115,31 @@ class RecomputeState:
 
     def next_logits(self, inputs: Tensor) -> Tensor:
         encoder_input = _expand_sample(self.model, self.sample, self.order)
-        return _full_forward(self.model, encoder_input, inputs)[:, -1, :]
+        features = _full_forward(self.model, encoder_input, inputs)
+        return last_step_scores(self.model, (features, None))
 
     def reorder(self, order: Tensor) -> None:
         self.order = self.order[order]
 
     def fork(self, order: Tensor) -> RecomputeState:
         return RecomputeState(self.model, self.sample, self.order[order])
+
+
+def adaptive_softmax(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The decoder's adaptive softmax, or None for a decoder that outputs logits."""
+    return getattr(model.decoder, "adaptive_softmax", None)
+
+
+def last_step_scores(model: torch.nn.Module, net_output: tuple) -> Tensor:
+    """Unnormalised log-probabilities of the token after the last position (rows, V).
+
+    Plain logits where the decoder outputs them (a softmax of them is the model's
+    distribution); the model's own log-probabilities for an adaptive softmax.
+    """
+    if adaptive_softmax(model) is None:
+        return net_output[0][:, -1, :]
+    last = (net_output[0][:, -1:, :], *net_output[1:])
+    return model.get_normalized_probs(last, log_probs=True)[:, -1, :]
 
 
 def banned_tokens(model: torch.nn.Module) -> tuple[int, ...]:
@@ -176,7 +197,7 @@ def sample_continuations(
     sample: dict,
     prefix_len: int,
     num_samples: int,
-    max_len: int | None = None,
+    max_len: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     recompute_prefix: bool = False,
@@ -184,14 +205,13 @@ def sample_continuations(
     """Clamp the first ``prefix_len`` target tokens of each row and sample continuations.
 
     Returns target-side rows (B * num_samples, length): the clamped prefix, the sampled
-    tokens up to and including EOS, then padding. ``max_len`` (default: the batch's
-    target width) bounds the length. Rows no longer than ``prefix_len`` come back as
+    tokens up to and including EOS, then padding. ``max_len`` bounds the length (a row
+    that reaches it has no EOS). Rows no longer than ``prefix_len`` come back as
     their clamped target. The model is sampled in eval mode (no dropout) and left in
     the mode it was in. ``recompute_prefix`` decodes without a cache
     (:class:`RecomputeState`, the reference implementation).
     """
     target = sample["target"]
-    max_len = target.size(1) if max_len is None else max_len
     prefix_len = min(prefix_len, max_len)
     dictionary = model.decoder.dictionary
     pad, eos = dictionary.pad(), dictionary.eos()
@@ -251,7 +271,9 @@ def token_log_probs(
     translation, its source). One teacher-forced forward; an encoder-decoder model runs
     its encoder once per batch row and reorders the output for the rows, except under
     c10d DDP, whose gradient hooks need every forward to pass through the wrapper.
-    Padding positions get 0.
+    Padding positions get 0. An adaptive softmax is evaluated for the chosen tokens only
+    (fairseq's ``get_log_prob`` builds the full distribution in place, which autograd
+    refuses).
     """
     inputs = decoder_inputs(model, sample, rows, order)
     if is_encoder_decoder(model) and not isinstance(
@@ -263,9 +285,34 @@ def token_log_probs(
         net_output = model.decoder(inputs, encoder_out=encoder_out)[0]
     else:
         net_output = _full_forward(model, _expand_sample(model, sample, order), inputs)
-    lprobs = model.get_normalized_probs((net_output, None), log_probs=True)
-    picked = lprobs.gather(-1, rows.unsqueeze(-1)).squeeze(-1)
+    softmax = adaptive_softmax(model)
+    if softmax is not None:
+        picked = adaptive_token_log_probs(softmax, net_output, rows)
+    else:
+        lprobs = model.get_normalized_probs((net_output, None), log_probs=True)
+        picked = lprobs.gather(-1, rows.unsqueeze(-1)).squeeze(-1)
     return picked.masked_fill(rows.eq(model.decoder.dictionary.pad()), 0.0)
+
+
+def adaptive_token_log_probs(softmax: torch.nn.Module, features: Tensor, tokens: Tensor) -> Tensor:
+    """log p(token) under a fairseq ``AdaptiveSoftmax`` for the given tokens, with gradient.
+
+    ``log p = log softmax(head)[cluster or token] + log softmax(tail_i)[token - cutoff_i]``
+    for a token in tail cluster i; only the tails that some token falls in are computed.
+    """
+    output, targets = softmax(features, tokens)
+    picked = torch.log_softmax(output[0].float(), dim=-1).gather(
+        1, targets[0].unsqueeze(1)).squeeze(1)
+    flat = tokens.reshape(-1)
+    for i, tail_out in enumerate(output[1:]):
+        if tail_out is None:
+            continue
+        in_tail = flat.ge(softmax.cutoff[i]) & flat.lt(softmax.cutoff[i + 1])
+        index = in_tail.nonzero().squeeze(1)
+        tail = torch.log_softmax(tail_out.float(), dim=-1).gather(
+            1, targets[i + 1].unsqueeze(1)).squeeze(1)
+        picked = picked.index_add(0, index, tail)
+    return picked.view_as(tokens).to(features.dtype)
 
 
 def unconditional_batch(model: torch.nn.Module, num: int, max_len: int) -> dict:
@@ -308,6 +355,7 @@ def rollout_scores(
     start: int,
     num_rollouts: int,
     score: ScoreFn,
+    max_len: int,
     generator: torch.Generator | None = None,
     recompute_prefix: bool = False,
     max_rows: int = 1024,
@@ -316,9 +364,11 @@ def rollout_scores(
 
     ``rows`` are target-side rows taken from batch rows ``order``. For each step
     ``t >= start`` the policy's decoder state after ``rows[:, :t+1]`` is forked R times
-    (no prefix is recomputed) and completed by sampling. A row that already ended by
-    ``t`` completes as itself, so its value is its own score. Returns (n, L, R); entries
-    before ``start``, and from the first step at which every row has ended, are zero.
+    (no prefix is recomputed) and completed by sampling until EOS or ``max_len`` tokens
+    (the limit the sampled rows had). A row that already ended by ``t`` completes as
+    itself, so its value is its own score. Returns (n, L, R) for the L columns of
+    ``rows``; entries before ``start``, and from the first step at which every row has
+    ended, are zero.
 
     Completions of different start steps sit at the same position at every decoding
     step, so their caches have equal lengths and can advance together in one batch,
@@ -332,12 +382,13 @@ def rollout_scores(
     ``scripts/bench.py``: every decoding step recomputes the whole prefix
     (:class:`RecomputeState`); given the same random draws the values are the same.
     """
-    count, width = rows.shape
-    values = rows.new_zeros(count, width, num_rollouts, dtype=torch.float)
+    count, columns = rows.shape
+    values = rows.new_zeros(count, columns, num_rollouts, dtype=torch.float)
     pad, eos = policy.decoder.dictionary.pad(), policy.decoder.dictionary.eos()
+    rows = torch.nn.functional.pad(rows, (0, max(0, max_len - columns)), value=pad)
     ended = torch.cumsum(rows.eq(eos) | rows.eq(pad), dim=1).gt(0)
     all_ended = ended.all(dim=0).tolist()
-    steps = [t for t in range(start, width) if t == 0 or not all_ended[t - 1]]
+    steps = [t for t in range(start, columns) if t == 0 or not all_ended[t - 1]]
     if not steps:
         return values
     per_group = max(1, max_rows // (count * num_rollouts))
@@ -377,7 +428,8 @@ def _complete_group(
     ``state`` holds the n rows after ``inputs[:, :steps[0] + 1]`` and becomes the batch
     (it is consumed). The batch holds the rows, teacher-forced on ``inputs``, while forks
     still join: after ``x_t`` is fed for a step ``t`` of ``steps``, R forks of each row
-    join; every fork samples until EOS or the row width and leaves the batch when it
+    join; every fork samples until EOS or the length limit (the width of ``inputs``
+    minus one) and leaves the batch when it
     ends. Returns the completions (len(steps) * n * R, L), step-major, then row, then
     rollout; and, if ``keep_rows``, the rows' state after ``inputs[:, :steps[-1] + 2]``.
     """

@@ -35,8 +35,7 @@ class SampleStatisticsMixin:
     def valid_step(self, sample, model, criterion):
         loss, sample_size, logging_output = super().valid_step(sample, model, criterion)
         if hasattr(criterion, "sample_statistics"):
-            stats = criterion.sample_statistics(model, sample)
-            rows = stats.pop("_rows")
+            stats, rows = criterion.sample_statistics(model, sample)
             logging_output.update(stats)
             logging_output.update(self.score_samples(rows, sample))
         return loss, sample_size, logging_output

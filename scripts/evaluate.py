@@ -2,7 +2,8 @@
 
     python scripts/evaluate.py --path CKPT [--path CKPT2 ...] [--name NAME ...] [--data DIR] \\
         [--oracle oracle.pt] [--references test.txt] [--num-samples 1000] \\
-        [--orders 2 3 4 5] [--temperature 1.0] [--output results.json]
+        [--orders 2 3 4 5] [--tokenize nltk] [--self-bleu-samples N] [--temperature 1.0] \\
+        [--output results.json]
 
 For every checkpoint, at ``--temperature`` (the sampling temperature, and the softmax
 temperature of NLL-test):
@@ -10,10 +11,15 @@ temperature of NLL-test):
 - always: ``nll_test``, the mean per-token NLL of the binarised ``--split`` (EOS included),
   and ``perplexity`` = exp(nll_test), base e;
 - with ``--oracle``: ``nll_oracle``, the oracle's NLL of ``--num-samples`` samples, and
-  ``oracle_invalid``, the fraction of samples the oracle cannot score;
+  ``oracle_invalid``, the fraction of samples that are not exactly an oracle sequence
+  (the oracle's length, then EOS);
 - with ``--references``: ``bleu{n}`` of the samples against the reference text (every
-  line a reference, Texygen style) and ``self_bleu{n}`` of the samples, for every n in
-  ``--orders`` (self-BLEU uses the same max n-gram orders as BLEU).
+  line a reference, Texygen style) and ``self_bleu{n}`` of the first
+  ``--self-bleu-samples`` samples (default: all), for every n in ``--orders`` (self-BLEU
+  uses the same max n-gram orders as BLEU). Both are NLTK's ``sentence_bleu`` with
+  uniform weights and ``SmoothingFunction().method1``, on ``--tokenize`` tokens
+  (default ``nltk``: the Treebank tokenizer; ``none``: whitespace); every result states
+  ``tokenize`` and ``self_bleu_samples``.
 
 NLLs are in nats per token. ``--data`` replaces the checkpoint's data directory. Prints a
 table and, with ``--output``, writes the results and settings as JSON.
@@ -24,6 +30,8 @@ import json
 import logging
 
 from fairseq_maligan.evaluation import (
+    BLEU_SETTINGS,
+    add_bleu_arguments,
     add_checkpoint_arguments,
     evaluate_generator,
     format_table,
@@ -43,6 +51,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--orders", type=int, nargs="+", default=[2, 3, 4, 5],
                         help="max n-gram orders of BLEU and self-BLEU")
+    add_bleu_arguments(parser)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-len", type=int, default=50, help="tokens per sample, at most")
     parser.add_argument("--seed", type=int, default=1)
@@ -55,27 +64,28 @@ def main() -> None:
     bleus = None
     if args.references:
         references = read_references(args.references)
-        bleus = {order: ReferenceBLEU(references, order) for order in args.orders}
+        bleus = {order: ReferenceBLEU(references, order, args.tokenize) for order in args.orders}
     results = []
     for name, path in checkpoints.items():
         model, task = load_generator(path, args.data)
         metrics = evaluate_generator(
             model, task, num_samples=args.num_samples, max_len=args.max_len,
             temperature=args.temperature, seed=args.seed, split=args.split,
-            oracle=oracle, bleus=bleus,
+            oracle=oracle, bleus=bleus, self_bleu_samples=args.self_bleu_samples,
         )
         results.append({"name": name, **metrics})
 
     print(f"{args.num_samples} samples each at temperature {args.temperature:g}; "
           "NLLs in nats per token, perplexity = exp(nll_test)")
-    print(format_table(results))
+    print(format_table(results, BLEU_SETTINGS))
     if args.output:
         settings = {k: v for k, v in vars(args).items() if k not in ("name", "output")}
         with open(args.output, "w") as out:
             json.dump({
                 "settings": settings,
                 "units": {"nll": "nats per token", "perplexity": "exp(nll_test), base e",
-                          "bleu": "0..1; self_bleu{n} uses max n-gram order n"},
+                          "bleu": "0..1, NLTK sentence_bleu with method1 smoothing, mean over "
+                                  "samples; self_bleu{n} uses max n-gram order n"},
                 "checkpoints": checkpoints,
                 "results": results,
             }, out, indent=2)

@@ -6,21 +6,25 @@
 
 Real rows are batches of the binarised ``train`` split; fake rows are free-running
 samples of the generator (``--prefix-len`` > 0 clamps a prefix from the real row, as the
-criteria do). The loss is the criteria's own ``discriminator_bce``; the accuracy on the
-``valid`` split is printed at the end. The file loads with torch's safe loading.
+criteria do), up to the task's target length limit, and both pass through
+``format_rows`` as in training. The loss is the criteria's own ``discriminator_bce``;
+the accuracy on the ``valid`` split is printed at the end. The file loads with torch's
+safe loading.
 """
 
 import argparse
 import logging
 
 import torch
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 
-from fairseq_maligan.criterions import discriminator_bce, save_discriminator
+from fairseq_maligan.criterions import max_target_positions
 from fairseq_maligan.discriminators import (
-    DISCRIMINATOR_ARCHS,
     Discriminator,
-    MaliganDiscriminatorConfig,
-    build_discriminator,
+    DiscriminatorConfig,
+    discriminator_bce,
+    format_rows,
+    save_discriminator,
 )
 from fairseq_maligan.evaluation import load_generator
 from fairseq_maligan.sampling import is_encoder_decoder, sample_continuations
@@ -37,12 +41,14 @@ def batches(task, split: str, max_tokens: int, seed: int, epochs: int = 1000):
         yield from iterator
 
 
-def logits(disc: Discriminator, generator, sample: dict, prefix_len: int):
-    """D's logits on the real rows and on one generator sample per row."""
+def logits(disc: Discriminator, generator, sample: dict, prefix_len: int, max_len: int):
+    """D's logits on the real rows and on one generator sample per row, formatted alike."""
     with torch.no_grad():
-        fake = sample_continuations(generator, sample, prefix_len, 1)
+        fake = sample_continuations(generator, sample, prefix_len, 1, max_len)
     src = sample["net_input"]["src_tokens"] if is_encoder_decoder(generator) else None
-    return disc(sample["target"], src), disc(fake, src)
+    pad = generator.decoder.dictionary.pad()
+    return (disc(format_rows(sample["target"], pad, max_len), src),
+            disc(format_rows(fake, pad, max_len), src))
 
 
 def main() -> None:
@@ -50,14 +56,10 @@ def main() -> None:
     parser.add_argument("data")
     parser.add_argument("--generator", required=True, help="generator checkpoint")
     parser.add_argument("--output", required=True)
-    parser.add_argument("--disc-arch", choices=DISCRIMINATOR_ARCHS, default="rnn_discriminator")
-    parser.add_argument("--disc-embed-dim", type=int, default=64)
-    parser.add_argument("--disc-hidden-dim", type=int, default=64)
-    parser.add_argument("--disc-layers", type=int, default=1)
-    parser.add_argument("--disc-cell", choices=["gru", "lstm"], default="gru")
-    parser.add_argument("--disc-filter-sizes", default="2,3,4,5")
-    parser.add_argument("--disc-dropout", type=float, default=0.1)
+    gen_parser_from_dataclass(parser, DiscriminatorConfig())
     parser.add_argument("--prefix-len", type=int, default=0)
+    parser.add_argument("--sample-max-len", type=int, default=None,
+                        help="length limit of samples (default: the task's target limit)")
     parser.add_argument("--updates", type=int, default=500)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-tokens", type=int, default=4096)
@@ -67,20 +69,17 @@ def main() -> None:
     torch.manual_seed(args.seed)
 
     generator, task = load_generator(args.generator, args.data)
-    cfg = MaliganDiscriminatorConfig(
-        embed_dim=args.disc_embed_dim, hidden_dim=args.disc_hidden_dim,
-        num_layers=args.disc_layers, cell=args.disc_cell,
-        filter_sizes=args.disc_filter_sizes, dropout=args.disc_dropout,
-        conditional=is_encoder_decoder(generator),
-    )
-    disc = build_discriminator(
-        args.disc_arch, cfg, task.target_dictionary, task.source_dictionary
-    )
+    max_len = args.sample_max_len or max_target_positions(task)
+    cfg = DiscriminatorConfig(**{name: getattr(args, name)
+                                 for name in DiscriminatorConfig.__dataclass_fields__
+                                 if name != "_name"})
+    disc = Discriminator(cfg, task.target_dictionary, task.source_dictionary,
+                         conditional=is_encoder_decoder(generator))
     optimizer = torch.optim.Adam(disc.parameters(), lr=args.lr)
     disc.train()
     for update, sample in zip(range(1, args.updates + 1), batches(task, "train", args.max_tokens,
                                                                    args.seed)):
-        loss = discriminator_bce(*logits(disc, generator, sample, args.prefix_len))
+        loss = discriminator_bce(*logits(disc, generator, sample, args.prefix_len, max_len))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -91,10 +90,10 @@ def main() -> None:
     correct = total = 0
     with torch.no_grad():
         for sample in batches(task, "valid", args.max_tokens, args.seed, epochs=1):
-            real, fake = logits(disc, generator, sample, args.prefix_len)
+            real, fake = logits(disc, generator, sample, args.prefix_len, max_len)
             correct += int(real.gt(0).sum()) + int(fake.le(0).sum())
             total += real.numel() + fake.numel()
-    save_discriminator(disc, args.disc_arch, args.output)
+    save_discriminator(disc, args.output)
     print(f"valid accuracy (real and generated rows) {correct / max(total, 1):.3f}; "
           f"wrote {args.output}")
 

@@ -3,6 +3,7 @@
     python scripts/temperature_sweep.py --path CKPT [CKPT2 ...] [--name NAME ...] \\
         [--data DIR] (--oracle oracle.pt | --references test.txt) \\
         [--temperatures 0.6 0.8 1.0 1.2 1.5] [--num-samples 1000] [--max-order 5] \\
+        [--tokenize nltk] [--self-bleu-samples N] \\
         [--output-json sweep.json] [--output-plot sweep.png]
 
 Every checkpoint is sampled at every temperature (the same seed for every point):
@@ -11,8 +12,10 @@ Every checkpoint is sampled at every temperature (the same seed for every point)
   NLL-test of the binarised ``--split`` under the same temperature; nats per token,
   lower is better on both axes;
 - ``--references`` (real data): quality = BLEU-``max-order`` of the samples against the
-  reference text (higher is better), diversity = self-BLEU-``max-order`` (lower is more
-  diverse).
+  reference text (higher is better), diversity = self-BLEU-``max-order`` of the first
+  ``--self-bleu-samples`` samples (default: all; lower is more diverse): NLTK's method1
+  sentence BLEU on ``--tokenize`` tokens (default ``nltk``, the Treebank tokenizer), both
+  stated in every record.
 
 Prints a table, writes the records as JSON and draws one curve per checkpoint, points
 labelled with their temperature.
@@ -23,6 +26,8 @@ import json
 import logging
 
 from fairseq_maligan.evaluation import (
+    BLEU_SETTINGS,
+    add_bleu_arguments,
     add_checkpoint_arguments,
     format_table,
     name_checkpoints,
@@ -42,6 +47,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--max-order", type=int, default=5,
                         help="max n-gram order of BLEU and self-BLEU")
+    add_bleu_arguments(parser)
     parser.add_argument("--max-len", type=int, default=50, help="tokens per sample, at most")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output-json", help="JSON file for the records")
@@ -53,12 +59,13 @@ def main() -> None:
         name_checkpoints(args.path, args.name), args.temperatures, args.num_samples,
         oracle=args.oracle, references=args.references, data=args.data, split=args.split,
         max_order=args.max_order, max_len=args.max_len, seed=args.seed,
+        tokenize=args.tokenize, self_bleu_samples=args.self_bleu_samples,
     )
     print(f"quality: {records[0]['quality_metric']}, diversity: {records[0]['diversity_metric']}")
     print(format_table([
         {k: v for k, v in r.items() if k not in ("quality_metric", "diversity_metric")}
         for r in records
-    ]))
+    ], BLEU_SETTINGS))
     if args.output_json:
         with open(args.output_json, "w") as out:
             json.dump(records, out, indent=2)

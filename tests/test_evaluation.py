@@ -10,16 +10,19 @@ import sys
 import pytest
 import torch
 from conftest import LM_DATA, PLUGIN, ROOT, TINY_LSTM, run_cli
+from fairseq.data import Dictionary
 
 from fairseq_maligan.errors import ConfigError
 from fairseq_maligan.evaluation import (
     detokenize,
+    evaluate_generator,
     load_generator,
     nll_oracle,
     nll_test,
     sample_rows,
 )
-from fairseq_maligan.oracle import Oracle
+from fairseq_maligan.metrics import ReferenceBLEU, self_bleu
+from fairseq_maligan.oracle import Oracle, oracle_symbol
 
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}  # tiny models: threads only add contention
 
@@ -94,6 +97,37 @@ def test_nll_oracle_of_the_oracle_data(lm_data, generator):
     assert nll_oracle(oracle, half_invalid, dictionary)[1] == pytest.approx(0.5)
 
 
+def test_oracle_invalid_counts_every_row_not_exactly_oracle_length():
+    oracle = Oracle(vocab_size=5, seq_len=4, embed_dim=4, hidden_dim=4)
+    dictionary = Dictionary()
+    for index in range(5):
+        dictionary.add_symbol(oracle_symbol(index))
+    other = dictionary.add_symbol("other")
+    eos, pad = dictionary.eos(), dictionary.pad()
+    w = [dictionary.index(oracle_symbol(i)) for i in range(5)]
+    rows = torch.tensor([
+        [w[1], w[2], w[3], w[4], eos, pad],  # exactly the oracle length, then EOS: valid
+        [w[0], w[0], w[1], w[1], eos, pad],  # valid
+        [w[1], w[2], w[3], eos, pad, pad],  # ends early
+        [w[1], w[2], w[3], w[4], w[0], eos],  # runs on past the length
+        [w[1], w[2], w[3], w[4], w[0], w[1]],  # no EOS at all
+        [w[1], other, w[3], w[4], eos, pad],  # a non-oracle symbol
+    ])
+    table = oracle.ids_for(dictionary)
+    scores = oracle.score_rows(rows, table)
+    valid_ids = torch.tensor([[1, 2, 3, 4], [0, 0, 1, 1]])
+    assert oracle.valid_rows(table[rows]).tolist() == [True, True, False, False, False, False]
+    assert scores["oracle_invalid_rows"] == 4 and scores["oracle_rows"] == 6
+    assert scores["oracle_tokens"] == 8
+    assert float(scores["oracle_nll_sum"]) == pytest.approx(float(oracle.nll(valid_ids).sum()))
+    nll, invalid = nll_oracle(oracle, rows, dictionary)
+    assert invalid == pytest.approx(4 / 6)
+    assert nll == pytest.approx(float(oracle.nll(valid_ids).mean()))
+    # rows of exactly the oracle length have no room for EOS: none is valid
+    nll, invalid = nll_oracle(oracle, rows[:2, :4], dictionary)
+    assert invalid == 1.0 and math.isnan(nll)
+
+
 def test_missing_checkpoint_is_a_config_error(tmp_path):
     missing = str(tmp_path / "nope.pt")
     with pytest.raises(ConfigError, match=re.escape(missing)):
@@ -139,15 +173,35 @@ def test_temperature_sweep_script_oracle_mode(lm_data, checkpoint, tmp_path):
     assert plot_path.read_bytes().startswith(b"\x89PNG")
 
 
+def test_temperature_sweep_script_references_mode(lm_data, checkpoint, tmp_path):
+    records_path = tmp_path / "sweep.json"
+    proc = run_script("temperature_sweep.py", [
+        "--path", checkpoint, "--name", "a", "--data", str(lm_data),
+        "--references", str(lm_data.parent / "raw" / "test.txt"), "--temperatures", "1.0",
+        "--num-samples", "30", "--max-order", "3", "--tokenize", "none",
+        "--self-bleu-samples", "20", "--output-json", str(records_path),
+    ])
+    (record,) = json.loads(records_path.read_text())
+    assert record["tokenize"] == "none" and record["self_bleu_samples"] == 20
+    assert record["quality"] == record["bleu3"] and record["diversity"] == record["self_bleu3"]
+    assert proc.stdout.splitlines()[-1] == "tokenize=none, self_bleu_samples=20"
+
+
 def test_evaluate_script_with_references(lm_data, checkpoint, generator, tmp_path):
     output = tmp_path / "results.json"
     proc = run_script("evaluate.py", [
         "--path", checkpoint, "--name", "mle", "--data", str(lm_data),
         "--references", str(lm_data.parent / "raw" / "test.txt"), "--num-samples", "100",
-        "--output", str(output),
+        "--self-bleu-samples", "40", "--output", str(output),
     ])
     assert proc.stdout.splitlines()[2].startswith("mle ")
+    assert proc.stdout.splitlines()[3] == "tokenize=nltk, self_bleu_samples=40"
     (result,) = json.loads(output.read_text())["results"]
+    assert result["tokenize"] == "nltk" and result["self_bleu_samples"] == 40
+    model, task = generator
+    lines = detokenize(sample_rows(model, 100, 50, seed=1), task.target_dictionary)
+    assert result["self_bleu3"] == pytest.approx(self_bleu(lines[:40], 3), abs=1e-12)
+    assert result["self_bleu3"] != pytest.approx(self_bleu(lines, 3), abs=1e-6)
     for order in (2, 3, 4, 5):
         assert 0.0 <= result[f"bleu{order}"] <= 1.0
         assert 0.0 <= result[f"self_bleu{order}"] <= 1.0
@@ -155,3 +209,17 @@ def test_evaluate_script_with_references(lm_data, checkpoint, generator, tmp_pat
     assert result["nll_test"] == pytest.approx(nll_test(*generator, "test"), abs=1e-9)
     assert result["perplexity"] == pytest.approx(math.exp(result["nll_test"]))
     assert "nll_oracle" not in result
+
+
+def test_self_bleu_samples_default_and_bounds(lm_data, generator):
+    model, task = generator
+    bleus = {2: ReferenceBLEU((lm_data.parent / "raw" / "test.txt").read_text().splitlines(),
+                              2, "none")}
+    metrics = evaluate_generator(model, task, num_samples=30, max_len=20, split=None,
+                                 bleus=bleus)
+    assert metrics["tokenize"] == "none" and metrics["self_bleu_samples"] == 30
+    lines = detokenize(sample_rows(model, 30, 20), task.target_dictionary)
+    assert metrics["self_bleu2"] == pytest.approx(self_bleu(lines, 2, "none"), abs=1e-12)
+    with pytest.raises(ConfigError, match="self-bleu-samples"):
+        evaluate_generator(model, task, num_samples=30, max_len=20, split=None, bleus=bleus,
+                           self_bleu_samples=31)

@@ -82,7 +82,7 @@ def test_generator_gradient_matches_hand_formula(monkeypatch, baseline):
     monkeypatch.setattr(criterions, "sample_continuations", lambda *args, **kw: rows)
     monkeypatch.setattr(
         criterion, "discriminate",
-        lambda model, sample, tokens, order: fake_logits if tokens.size(0) == 3 else torch.zeros(
+        lambda sample, tokens, order: fake_logits if tokens.size(0) == 3 else torch.zeros(
             tokens.size(0), requires_grad=True),
     )
     model.train()

@@ -1,30 +1,77 @@
-"""BLEU / self-BLEU: a hand-worked case, and the cached paths equal naive sacrebleu calls."""
+"""BLEU / self-BLEU: equal to NLTK's method1 sentence_bleu on COCO captions and edge cases."""
 
+import functools
 import math
 import random
 
 import pytest
-import sacrebleu
-from sacrebleu.metrics.bleu import BLEU
+from conftest import ROOT
+from nltk import word_tokenize
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from fairseq_maligan.errors import ConfigError
-from fairseq_maligan.metrics import ReferenceBLEU, self_bleu
+from fairseq_maligan.metrics import ReferenceBLEU, self_bleu, tokenizer
 
 ORDERS = [2, 3, 4, 5]
-SMOOTHINGS = ["floor", "exp", "add-k", "none"]
+COCO = ROOT.parent / "shared" / "data" / "texygen"  # Texygen's MS-COCO captions
+TOL = 1e-9
 
 
-def naive_bleu(hyp: str, refs: list[str], order: int, smooth_method: str = "floor") -> float:
-    """sacrebleu re-extracting every reference: what ReferenceBLEU must reproduce."""
-    metric = BLEU(tokenize="none", max_ngram_order=order, effective_order=True,
-                  smooth_method=smooth_method)
-    return metric.sentence_score(hyp, refs).score / 100.0
+@functools.cache
+def nltk_tokens(text: str, tokenize: str) -> tuple[str, ...]:
+    """NLTK's own tokenizer (``nltk``) or a whitespace split (``none``), cached."""
+    return tuple(word_tokenize(text, preserve_line=True) if tokenize == "nltk" else text.split())
 
 
-def random_sentences(rng: random.Random, count: int, min_len: int = 1) -> list[str]:
-    """Short sentences over a 4-word vocabulary: many matches, zero precisions and ties."""
-    return [" ".join(rng.choice("abcd") for _ in range(rng.randint(min_len, 8)))
-            for _ in range(count)]
+def nltk_bleu(refs: list[str], hyp: str, order: int, tokenize: str = "nltk") -> float:
+    """NLTK's sentence BLEU as Texygen calls it: what both metrics must reproduce."""
+    return sentence_bleu([nltk_tokens(r, tokenize) for r in refs], nltk_tokens(hyp, tokenize),
+                         weights=(1 / order,) * order,
+                         smoothing_function=SmoothingFunction().method1)
+
+
+def nltk_self_bleu(sents: list[str], order: int, tokenize: str = "nltk") -> float:
+    scores = [nltk_bleu(sents[:i] + sents[i + 1:], s, order, tokenize)
+              for i, s in enumerate(sents)]
+    return sum(scores) / len(scores)
+
+
+def coco_lines(name: str, count: int) -> list[str]:
+    path = COCO / name
+    if not path.is_file():
+        pytest.skip(f"COCO captions not found: {path} (expected in ../shared/data/texygen)")
+    return path.read_text().splitlines()[:count]
+
+
+@pytest.fixture(scope="module")
+def coco() -> tuple[list[str], list[str]]:
+    """300 test captions as references; 60 train captions plus short cuts of them."""
+    refs = coco_lines("test_coco.txt", 300)
+    train = coco_lines("image_coco.txt", 60)
+    rng = random.Random(0)
+    short = [" ".join(c.split()[: rng.randint(1, 4)]) for c in train[:20]]
+    return refs, train + short + [refs[5], ""]
+
+
+@pytest.mark.parametrize("tokenize", ["nltk", "none"])
+@pytest.mark.parametrize("order", ORDERS)
+def test_reference_bleu_equals_nltk_on_coco(coco, order, tokenize):
+    refs, hyps = coco
+    metric = ReferenceBLEU(refs, order, tokenize)
+    expected = [nltk_bleu(refs, h, order, tokenize) for h in hyps]
+    scores = [metric.sentence_score(h) for h in hyps]
+    assert scores == pytest.approx(expected, abs=TOL, rel=0)
+    assert metric.score(hyps) == pytest.approx(sum(expected) / len(expected), abs=TOL, rel=0)
+    assert len(set(expected)) > 50  # real, varied scores, not a run of zeros and ones
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_self_bleu_equals_nltk_on_coco(order):
+    sents = coco_lines("image_coco.txt", 100)
+    sents += [sents[0], sents[7], "a man", "a"]  # duplicates and short sentences
+    expected = nltk_self_bleu(sents, order)
+    assert self_bleu(sents, order) == pytest.approx(expected, abs=TOL, rel=0)
+    assert 0.05 < expected < 0.95
 
 
 def test_bleu2_by_hand():
@@ -33,69 +80,96 @@ def test_bleu2_by_hand():
     #   bigrams:  "the cat", "on the", "the mat" match; "cat sat", "sat on" do not -> 3 / 5
     #   BP: closest ref length 7 > 6 -> exp(1 - 7/6) = exp(-1/6) = 0.8464817...
     #   BLEU-2 = exp(-1/6) * sqrt(5/6 * 3/5) = exp(-1/6) * sqrt(1/2) = 0.5985530
-    # All precisions are non-zero, so the smoothing does not enter.
     refs = ["the cat is on the mat today", "there is a cat on the mat"]
     expected = math.exp(-1 / 6) * math.sqrt(0.5)
     assert ReferenceBLEU(refs, 2).sentence_score("the cat sat on the mat") == pytest.approx(
-        expected, abs=1e-6)
+        expected, abs=TOL)
     assert expected == pytest.approx(0.5985530, abs=1e-6)
 
 
-def test_smoothing_is_floor_by_default():
+def test_method1_smoothing_by_hand():
     # hyp "a b c d e" vs refs of lengths 6 and 4: BP 1 (tie 6/4 around 5 -> the shorter, 4);
-    # matches 5/5, 4/4, 2/3 ("a b c", "b c d") and 0/2 four-grams.
-    # floor 0.1: p4 = 0.1 / 2      -> BLEU-4 = (2/3 * 0.05) ** (1/4) = (1/30) ** (1/4)
-    # exp:       p4 = 1 / (2 * 2)  -> BLEU-4 = (2/3 * 0.25) ** (1/4) = (1/6) ** (1/4)
+    # matches 5/5, 4/4, 2/3 ("a b c", "b c d") and 0/2 four-grams -> p4 = 0.1 / 2.
     refs, hyp = ["a b c x d e", "b c d y"], "a b c d e"
-    floor = ReferenceBLEU(refs, 4).sentence_score(hyp)
-    assert floor == pytest.approx((1 / 30) ** 0.25, abs=1e-6)
-    assert floor == sacrebleu.sentence_bleu(
-        hyp, refs, tokenize="none", smooth_method="floor").score / 100
-    exp = ReferenceBLEU(refs, 4, smooth_method="exp").sentence_score(hyp)
-    assert exp == pytest.approx((1 / 6) ** 0.25, abs=1e-6)
-    assert exp == sacrebleu.sentence_bleu(hyp, refs, tokenize="none").score / 100
+    expected = (2 / 3 * 0.05) ** 0.25
+    assert ReferenceBLEU(refs, 4).sentence_score(hyp) == pytest.approx(expected, abs=TOL)
+    assert nltk_bleu(refs, hyp, 4) == pytest.approx(expected, abs=TOL)
 
 
-@pytest.mark.parametrize("smooth_method", SMOOTHINGS)
+REFS = ["a cat sat here", "the dog ran off now"]
+
+
 @pytest.mark.parametrize("order", ORDERS)
-def test_cached_reference_bleu_equals_naive(order, smooth_method):
-    rng = random.Random(order * 10 + SMOOTHINGS.index(smooth_method))
-    refs = random_sentences(rng, 12)
-    hyps = random_sentences(rng, 15) + ["", refs[0], "z z"]
-    metric = ReferenceBLEU(refs, order, smooth_method=smooth_method)
-    expected = [naive_bleu(h, refs, order, smooth_method) for h in hyps]
-    assert [metric.sentence_score(h) for h in hyps] == expected
-    assert metric.score(hyps) == pytest.approx(sum(expected) / len(expected), rel=1e-12)
+def test_empty_hypothesis_scores_zero(order):
+    assert ReferenceBLEU(REFS, order).sentence_score("") == 0.0 == nltk_bleu(REFS, "", order)
 
 
-def test_order4_equals_sacrebleu_sentence_bleu():
-    rng = random.Random(7)
-    refs = random_sentences(rng, 10)
-    metric = ReferenceBLEU(refs, smooth_method="exp")
-    for hyp in random_sentences(rng, 10):
-        assert metric.sentence_score(hyp) == sacrebleu.sentence_bleu(
-            hyp, refs, tokenize="none").score / 100
+@pytest.mark.parametrize("order", [2, 3, 4])
+def test_one_token_hypothesis(order):
+    # p1 = 1/1; every higher order has no n-gram: 0.1 / max(1, 0) = 0.1 (not left out, as
+    # sacreBLEU's effective order would); BP: closest ref length 4 -> exp(1 - 4/1).
+    expected = math.exp(-3) * 0.1 ** ((order - 1) / order)
+    assert ReferenceBLEU(REFS, order).sentence_score("cat") == pytest.approx(expected, abs=TOL)
+    assert nltk_bleu(REFS, "cat", order) == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_no_unigram_match_scores_zero(order):
+    assert ReferenceBLEU(REFS, order).sentence_score("zebras graze") == 0.0
+    assert nltk_bleu(REFS, "zebras graze", order) == 0
+
+
+def test_hypothesis_longer_than_every_reference():
+    # 7 tokens, refs 4 and 5: BP 1. Matches: 7/7 unigrams, bigrams "a cat", "cat sat",
+    # "sat here", "the dog", "dog ran" 5/6, trigrams "a cat sat", "cat sat here",
+    # "the dog ran" 3/5, four-grams "a cat sat here" 1/4.
+    hyp = "a cat sat here the dog ran"
+    expected = (1 * 5 / 6 * 3 / 5 * 1 / 4) ** 0.25
+    assert ReferenceBLEU(REFS, 4).sentence_score(hyp) == pytest.approx(expected, abs=TOL)
+    assert nltk_bleu(REFS, hyp, 4) == pytest.approx(expected, abs=TOL)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_hypothesis_equal_to_a_reference_scores_one(order):
+    assert ReferenceBLEU(REFS, order).sentence_score(REFS[1]) == pytest.approx(1.0, abs=TOL)
 
 
 @pytest.mark.parametrize("order", ORDERS)
 def test_self_bleu_of_identical_sentences_is_one(order):
-    assert self_bleu(["the cat sat on the mat"] * 4, order) == pytest.approx(1.0, abs=1e-12)
+    assert self_bleu(["the cat sat on the mat"] * 4, order) == pytest.approx(1.0, abs=TOL)
 
 
-@pytest.mark.parametrize("smooth_method", ["floor", "exp"])
 @pytest.mark.parametrize("order", ORDERS)
-def test_self_bleu_equals_naive_leave_one_out(order, smooth_method):
+def test_self_bleu_with_duplicates_equals_nltk(order):
     rng = random.Random(100 + order)
-    sents = random_sentences(rng, 14)
-    sents += [sents[0], sents[3]]  # duplicates: the top n-gram count is shared
-    naive = [naive_bleu(s, sents[:i] + sents[i + 1:], order, smooth_method)
-             for i, s in enumerate(sents)]
-    assert self_bleu(sents, order, smooth_method=smooth_method) == pytest.approx(
-        sum(naive) / len(naive), rel=1e-12)
+    sents = [" ".join(rng.choice("abcd") for _ in range(rng.randint(1, 8))) for _ in range(14)]
+    sents += [sents[0], sents[3], sents[3]]  # duplicates: the top n-gram count is shared
+    expected = nltk_self_bleu(sents, order)
+    assert self_bleu(sents, order) == pytest.approx(expected, abs=TOL, rel=0)
+    # the duplicated sentences score 1 against their copies: more than without them
+    assert expected > nltk_self_bleu(sents[:14], order)
+
+
+def test_nltk_tokenization_splits_punctuation():
+    assert tokenizer("nltk")("a man , riding a horse.") == [
+        "a", "man", ",", "riding", "a", "horse", "."]
+    assert tokenizer("none")("a man , riding a horse.") == [
+        "a", "man", ",", "riding", "a", "horse."]
+    # applied to hypotheses and references alike, by default
+    assert ReferenceBLEU(["a man riding a horse ."], 2).sentence_score(
+        "a man riding a horse.") == pytest.approx(1.0, abs=TOL)
+    assert ReferenceBLEU(["a man riding a horse ."], 2, "none").sentence_score(
+        "a man riding a horse.") < 0.9
+    assert self_bleu(["a dog.", "a dog ."], 3) == pytest.approx(1.0, abs=TOL)
+    assert self_bleu(["a dog.", "a dog ."], 3, "none") < 0.9
 
 
 def test_bad_input_is_a_config_error():
     with pytest.raises(ConfigError):
         self_bleu(["only one"])
+    with pytest.raises(ConfigError, match="tokenization"):
+        ReferenceBLEU(["a b"], tokenize="bogus")
     with pytest.raises(ConfigError):
-        ReferenceBLEU(["a b"], smooth_method="bogus")
+        ReferenceBLEU([])
+    with pytest.raises(ConfigError):
+        ReferenceBLEU(["a b"], 0)

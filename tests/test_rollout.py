@@ -46,7 +46,7 @@ def test_maligan_rollout_update_by_hand(monkeypatch):
     monkeypatch.setattr(criterions, "sample_continuations", lambda *args, **kw: rows)
     monkeypatch.setattr(criterions, "rollout_scores", lambda *args, **kw: values)
     monkeypatch.setattr(criterion, "discriminate",
-                        lambda model, sample, tokens, order: torch.zeros(tokens.size(0)))
+                        lambda sample, tokens, order: torch.zeros(tokens.size(0)))
     model.train()
     loss, _, _ = criterion(model, sample)
     loss.backward()
@@ -71,7 +71,7 @@ def test_seqgan_rewards_align_with_step_and_row(monkeypatch):
               "target": target, "ntokens": 7}
     rows = torch.tensor([[c, a, b, eos], [b, c, eos, pad]])  # row 0 has "a" at 1, row 1 not
 
-    def reward_a_at_1(model, sample, tokens, order):
+    def reward_a_at_1(sample, tokens, order):
         return torch.where(tokens[:, 1] == a, 4.0, -4.0)
 
     recorded = {}
@@ -109,17 +109,18 @@ def test_batched_rollouts_equal_naive_loop(lm_data, arch, start, max_rows):
     extra = TINY_TRANSFORMER if arch == "transformer_lm" else TINY_LSTM
     _, task, model, _ = build(lm_data, extra + ["--criterion", "cross_entropy"])
     sample = first_batch(task, max_sentences=3)
-    rows = sample_continuations(model, sample, start, 2, generator=torch.Generator().manual_seed(1))
+    rows = sample_continuations(model, sample, start, 2, 12,
+                                generator=torch.Generator().manual_seed(1))
     order = torch.arange(3).repeat_interleave(2)
-    positions = torch.arange(1, rows.size(1) + 1)
+    positions = torch.arange(1, 17)
 
     def score(tokens, batch_order):
         width = tokens.size(1)
         return (tokens.float() * positions[:width]).sum(1) / 100 + batch_order
 
-    fast = rollout_scores(model, sample, rows, order, start, 3, score,
+    fast = rollout_scores(model, sample, rows, order, start, 3, score, 16,
                           generator=torch.Generator().manual_seed(5), max_rows=max_rows)
-    slow = rollout_scores(model, sample, rows, order, start, 3, score, max_rows=max_rows,
+    slow = rollout_scores(model, sample, rows, order, start, 3, score, 16, max_rows=max_rows,
                           generator=torch.Generator().manual_seed(5), recompute_prefix=True)
     assert torch.equal(fast, slow)
     assert fast[:, :start].abs().sum() == 0 and fast[:, start].abs().sum() > 0
@@ -135,8 +136,10 @@ def test_rollouts_complete_their_own_prefix(lm_data, arch, max_rows):
     extra = TINY_TRANSFORMER if arch == "transformer_lm" else TINY_LSTM
     _, task, model, _ = build(lm_data, extra + ["--criterion", "cross_entropy"])
     sample = first_batch(task, max_sentences=3)
-    rows = sample_continuations(model, sample, 0, 2, generator=torch.Generator().manual_seed(1))
+    rows = sample_continuations(model, sample, 0, 2, 12,
+                                generator=torch.Generator().manual_seed(1))
     count, width = rows.shape
+    max_len = width + 3
     order = torch.arange(3).repeat_interleave(2)
     eos, pad = model.decoder.dictionary.eos(), model.decoder.dictionary.pad()
     scored = []
@@ -146,7 +149,7 @@ def test_rollouts_complete_their_own_prefix(lm_data, arch, max_rows):
         return torch.arange(tokens.size(0), dtype=torch.float) + 1000 * len(scored)
 
     start, rollouts = 1, 3
-    values = rollout_scores(model, sample, rows, order, start, rollouts, score,
+    values = rollout_scores(model, sample, rows, order, start, rollouts, score, max_len,
                             generator=torch.Generator().manual_seed(2), max_rows=max_rows)
     tokens = torch.cat([t for t, _ in scored])
     per_step = count * rollouts
@@ -154,7 +157,7 @@ def test_rollouts_complete_their_own_prefix(lm_data, arch, max_rows):
                        order.repeat_interleave(rollouts).repeat(tokens.size(0) // per_step))
     ended = torch.cumsum(rows.eq(eos) | rows.eq(pad), dim=1).gt(0)
     steps = [t for t in range(start, width) if not ended[:, t - 1].all()]
-    assert tokens.shape == (len(steps) * count * rollouts, width)
+    assert tokens.shape == (len(steps) * count * rollouts, max_len)
     assert len(scored) == math.ceil(len(steps) / max(1, max_rows // per_step))  # 18 rows/step
     for k, t in enumerate(steps):
         block = tokens[k * per_step:(k + 1) * per_step].view(count, rollouts, -1)
@@ -166,7 +169,7 @@ def test_rollouts_complete_their_own_prefix(lm_data, arch, max_rows):
                 if ends.numel():
                     assert completion[ends[0, 0] + 1:].eq(pad).all()
             if ended[i, t]:
-                assert (block[i] == rows[i]).all()
+                assert (block[i, :, :width] == rows[i]).all() and block[i, :, width:].eq(pad).all()
     flat = torch.cat([score_values for score_values in
                       (torch.arange(t.size(0), dtype=torch.float) + 1000 * (n + 1)
                        for n, (t, _) in enumerate(scored))])
@@ -175,37 +178,55 @@ def test_rollouts_complete_their_own_prefix(lm_data, arch, max_rows):
     assert values[:, :start].abs().sum() == 0 and values[:, steps[-1] + 1:].abs().sum() == 0
 
 
+def at_update(criterion, model, update):
+    """What the trainer does before each step's forward: the update number, the copies."""
+    criterion.set_num_updates(update)
+    criterion.refresh_copies(model)
+    return criterion.rollout_policy(model)
+
+
 def test_seqgan_policy_is_delayed_copy_and_survives_reload():
     _, model, criterion = make_rollout_criterion("seqgan", rollout_refresh_updates=3)
     theta = model.decoder.theta
-    criterion.set_num_updates(0)
-    policy = criterion.rollout_policy(model)
+    policy = at_update(criterion, model, 0)
     with torch.no_grad():
         theta.add_(1.0)
-    criterion.set_num_updates(1)
-    assert torch.equal(criterion.rollout_policy(model).decoder.theta, theta - 1.0)
-    criterion.set_num_updates(3)
-    assert torch.equal(criterion.rollout_policy(model).decoder.theta, theta)
+    assert torch.equal(at_update(criterion, model, 1).decoder.theta, theta - 1.0)
+    assert torch.equal(at_update(criterion, model, 3).decoder.theta, theta)
     saved = criterion.state_dict()
     assert torch.equal(saved["policy.decoder.theta"], theta)
 
     _, model2, fresh = make_rollout_criterion("seqgan", rollout_refresh_updates=3)
     fresh.load_state_dict(saved)
-    fresh.set_num_updates(4)
-    assert torch.equal(fresh.rollout_policy(model2).decoder.theta, theta)
+    assert torch.equal(at_update(fresh, model2, 4).decoder.theta, theta)
     assert not policy.decoder.theta.requires_grad
+
+
+@pytest.mark.parametrize("disc_steps, refresh", [(1, 1), (2, 2), (3, 3), (2, 4), (3, 2)])
+def test_seqgan_policy_refreshes_every_u_updates_whatever_the_phases(disc_steps, refresh):
+    """beta <- theta at every multiple of U, also when the generator does not move then
+    (the old rule, "only on generator updates", never refreshed with k = U = 2)."""
+    _, model, criterion = make_rollout_criterion(
+        "seqgan", rollout_refresh_updates=refresh, disc_steps=disc_steps)
+    theta = model.decoder.theta
+    refreshed = []
+    for update in range(12):
+        with torch.no_grad():
+            theta.add_(1.0)
+        beta = at_update(criterion, model, update).decoder.theta
+        if torch.equal(beta, theta):
+            refreshed.append(update)
+    assert refreshed == list(range(0, 12, refresh))
 
 
 def test_seqgan_ema_policy():
     _, model, criterion = make_rollout_criterion("seqgan", rollout_ema=0.75)
     theta = model.decoder.theta
     start = theta.detach().clone()
-    criterion.set_num_updates(0)
-    criterion.rollout_policy(model)
+    at_update(criterion, model, 0)
     with torch.no_grad():
         theta.add_(4.0)
-    criterion.set_num_updates(1)
-    beta = criterion.rollout_policy(model).decoder.theta
+    beta = at_update(criterion, model, 1).decoder.theta
     assert torch.allclose(beta, 0.75 * start + 0.25 * (start + 4.0))
-    criterion.rollout_policy(model)  # a second forward in the same update changes nothing
+    at_update(criterion, model, 1)  # a second forward in the same update changes nothing
     assert torch.allclose(beta, 0.75 * start + 0.25 * (start + 4.0))

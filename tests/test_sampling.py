@@ -24,7 +24,7 @@ def lm(request, lm_data):
 @pytest.mark.parametrize("prefix_len", [0, 3, 8])
 def test_prefix_is_clamped_from_target(lm, prefix_len):
     model, sample = lm
-    rows = sample_continuations(model, sample, prefix_len, num_samples=3)
+    rows = sample_continuations(model, sample, prefix_len, num_samples=3, max_len=16)
     target = sample["target"]
     order = torch.arange(target.size(0)).repeat_interleave(3)
     width = min(prefix_len, rows.size(1))

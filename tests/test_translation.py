@@ -23,7 +23,7 @@ ADVERSARIAL = [
     "--user-dir", PLUGIN, "--task", "maligan_translation", "--optimizer", "maligan_adam",
     "--lr", "0.001", "--num-samples", "2", "--prefix-init", "3", "--prefix-decay", "1",
     "--prefix-decay-updates", "2", "--disc-hidden-dim", "8", "--disc-embed-dim", "8",
-    "--disc-lr", "0.001",
+    "--disc-lr", "0.001", "--sample-max-len", "16",
 ]
 
 
@@ -31,7 +31,8 @@ ADVERSARIAL = [
 def translator(request, mt_data):
     torch.manual_seed(0)
     _, task, model, criterion = build(
-        mt_data, ARCHS[request.param] + ["--criterion", "maligan_mixed", "--prefix-init", "0"],
+        mt_data, ARCHS[request.param] + ["--criterion", "maligan_mixed", "--prefix-init", "0",
+                                  "--sample-max-len", "16"],
         task="maligan_translation",
     )
     return task, model, criterion, first_batch(task)
@@ -39,19 +40,19 @@ def translator(request, mt_data):
 
 def test_sampled_targets_start_with_reference_prefix(translator):
     _, model, _, sample = translator
-    rows = sample_continuations(model, sample, 2, 3)
+    rows = sample_continuations(model, sample, 2, 3, 16)
     order = torch.arange(sample["target"].size(0)).repeat_interleave(3)
     assert torch.equal(rows[:, :2], sample["target"][order, :2])
-    naive = sample_continuations(model, sample, 2, 3, generator=torch.Generator().manual_seed(4),
-                                 recompute_prefix=True)
-    fast = sample_continuations(model, sample, 2, 3, generator=torch.Generator().manual_seed(4))
+    naive = sample_continuations(model, sample, 2, 3, 16,
+                                 generator=torch.Generator().manual_seed(4), recompute_prefix=True)
+    fast = sample_continuations(model, sample, 2, 3, 16, generator=torch.Generator().manual_seed(4))
     assert torch.equal(naive, fast)
 
 
 def test_encoder_once_scoring_equals_full_forward(translator):
     _, model, _, sample = translator
     model.eval()
-    rows = sample_continuations(model, sample, 0, 2)
+    rows = sample_continuations(model, sample, 0, 2, 16)
     order = torch.arange(sample["target"].size(0)).repeat_interleave(2)
     once = token_log_probs(model, sample, rows, order)
     net_input = sample["net_input"]

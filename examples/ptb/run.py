@@ -64,8 +64,9 @@ def main() -> None:
     checkpoints = experiment.run_all(raw)
     splits = ("test",) if args.quick else ("valid", "test")
     scores = score_text(experiment, checkpoints, raw / "test.txt", orders=(4,),
-                        max_len=MAX_WORDS + 1, splits=splits, stock_eval=True)
-    sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_WORDS + 1)
+                        max_len=MAX_WORDS + 1, splits=splits, stock_eval=True, tokenize="none")
+    sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_WORDS + 1,
+                       tokenize="none")
     write_results(args.out / "results.json", {
         "mode": args.mode, "budget": budget, "removed_over_35_words": removed,
         "scores": scores, "sweep": sweep, "published": PUBLISHED,

@@ -38,6 +38,7 @@ import torch
 from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum
+from fairseq.optim import FairseqOptimizer
 from fairseq.tasks.language_modeling import LanguageModelingTask
 from fairseq.tasks.translation import TranslationTask
 from torch import Tensor, nn
@@ -266,7 +267,7 @@ class AdversarialCriterion(FairseqCriterion):
     def __init__(self, cfg: AdversarialConfig, task) -> None:
         super().__init__(task)
         self.cfg = cfg
-        name = getattr(cfg, "_name", None) or type(self).__name__
+        self.name = name = getattr(cfg, "_name", None) or type(self).__name__
         if not isinstance(task, (LanguageModelingTask, TranslationTask)):
             raise ConfigError(
                 f"--criterion {name} trains language models and translation models: use "
@@ -313,9 +314,9 @@ class AdversarialCriterion(FairseqCriterion):
         inner = optimizer
         for attr in ("fp32_optimizer", "wrapped_optimizer"):
             inner = getattr(inner, attr, inner)
-        if not isinstance(inner, MaliganAdam):
+        if isinstance(inner, FairseqOptimizer) and not isinstance(inner, MaliganAdam):
             raise ConfigError(
-                f"--criterion {self.cfg._name} trains a discriminator at --disc-lr with its "
+                f"--criterion {self.name} trains a discriminator at --disc-lr with its "
                 f"own --disc-clip-norm, which needs --optimizer maligan_adam (got "
                 f"{type(inner).__name__})"
             )

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from .errors import ConfigError
 from .metrics import TOKENIZERS, ReferenceBLEU, self_bleu
 from .oracle import Oracle
-from .sampling import sample_sentences
+from .sampling import output_scores, sample_sentences
 
 BLEU_SETTINGS = ("tokenize", "self_bleu_samples")
 """The record fields that say how BLEU and self-BLEU were computed."""
@@ -123,9 +123,9 @@ def nll_test(
     counts, EOS included, as in ``fairseq-eval-lm``: at temperature 1 this is its
     "Loss (base 2)" times ln 2 when it is run with the same ``--sample-break-mode``
     (its default, ``none``, scores blocks that run across sentences). Like the sampler,
-    the decoder's output is read as logits (adaptive softmax is not supported); the
-    softmax runs over the whole vocabulary, while the sampler also bans padding and BOS,
-    to which a trained model gives next to no probability.
+    it reads the model's distribution through ``sampling.output_scores`` (adaptive
+    softmax included); the softmax runs over the whole vocabulary, while the sampler also
+    bans padding and BOS, to which a trained model gives next to no probability.
     """
     try:
         task.load_dataset(split)
@@ -138,7 +138,7 @@ def nll_test(
     pad = task.target_dictionary.pad()
     total, count = 0.0, 0
     for sample in batches:
-        logits = model(**sample["net_input"])[0].float() / temperature
+        logits = output_scores(model, model(**sample["net_input"])).float() / temperature
         lprobs = torch.log_softmax(logits, dim=-1)
         target = sample["target"]
         picked = lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)

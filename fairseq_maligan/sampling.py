@@ -130,16 +130,21 @@ def adaptive_softmax(model: torch.nn.Module) -> torch.nn.Module | None:
     return getattr(model.decoder, "adaptive_softmax", None)
 
 
-def last_step_scores(model: torch.nn.Module, net_output: tuple) -> Tensor:
-    """Unnormalised log-probabilities of the token after the last position (rows, V).
+def output_scores(model: torch.nn.Module, net_output: tuple) -> Tensor:
+    """Unnormalised log-probabilities of the next token at every position (rows, T, V).
 
     Plain logits where the decoder outputs them (a softmax of them is the model's
-    distribution); the model's own log-probabilities for an adaptive softmax.
+    distribution); the model's own log-probabilities for an adaptive softmax, whose
+    decoder outputs features.
     """
     if adaptive_softmax(model) is None:
-        return net_output[0][:, -1, :]
-    last = (net_output[0][:, -1:, :], *net_output[1:])
-    return model.get_normalized_probs(last, log_probs=True)[:, -1, :]
+        return net_output[0]
+    return model.get_normalized_probs(net_output, log_probs=True)
+
+
+def last_step_scores(model: torch.nn.Module, net_output: tuple) -> Tensor:
+    """:func:`output_scores` of the last position only (rows, V)."""
+    return output_scores(model, (net_output[0][:, -1:, :], *net_output[1:]))[:, -1, :]
 
 
 def banned_tokens(model: torch.nn.Module) -> tuple[int, ...]:
@@ -300,6 +305,7 @@ def adaptive_token_log_probs(softmax: torch.nn.Module, features: Tensor, tokens:
     ``log p = log softmax(head)[cluster or token] + log softmax(tail_i)[token - cutoff_i]``
     for a token in tail cluster i; only the tails that some token falls in are computed.
     """
+    tokens = tokens.contiguous()
     output, targets = softmax(features, tokens)
     picked = torch.log_softmax(output[0].float(), dim=-1).gather(
         1, targets[0].unsqueeze(1)).squeeze(1)

@@ -196,9 +196,14 @@ class Generator:
         self.params = sum(p.numel() for p in self.model.parameters())
         self.update_num = 0
 
-    def criterion(self, options: list[str]) -> Any:
-        """A criterion built by the task from ``--criterion ...`` options."""
-        args = parse(self.data["data"], self.arch, options)
+    def criterion(self, options: list[str], length: int | None = None) -> Any:
+        """A criterion built by the task from ``--criterion ...`` options.
+
+        ``length``: the batch's target length, the samples' cap (``--sample-max-len``), so
+        that with EOS banned every sample has exactly that many tokens.
+        """
+        cap = [] if length is None else ["--sample-max-len", str(length)]
+        args = parse(self.data["data"], self.arch, [*options, *cap])
         return self.task.build_criterion(args).to(self.device)
 
     def batch(self, rows: int, length: int) -> dict:
@@ -436,7 +441,7 @@ def update_section(gen: Generator, sizes: Sizes, report: Report, device: torch.d
     mle = gen.criterion(["--criterion", "cross_entropy"])
     mixed = {
         n: gen.criterion(["--criterion", "maligan_mixed", "--num-samples", str(m),
-                          "--prefix-init", str(n), "--prefix-decay", "0"])
+                          "--prefix-init", str(n), "--prefix-decay", "0"], t)
         for n in (0, half)
     }
     sample = gen.batch(b, t)
@@ -464,7 +469,7 @@ def rollout_section(gen: Generator, sizes: Sizes, report: Report, device: torch.
         def build(rollouts: int, *extra: str, name: str = name, m: int = m) -> Any:
             return gen.criterion(["--criterion", name, "--num-samples", str(m), "--rollouts",
                                   str(rollouts), "--prefix-init", "0", "--prefix-decay", "0",
-                                  *extra])
+                                  *extra], t)
 
         crit, warm = build(r), build(1)
         per_step = build(r, "--rollout-max-rows", "1")
@@ -522,7 +527,7 @@ def grouping_section(gen: Generator, sizes: Sizes, report: Report, device: torch
     def run(steps: int) -> Callable[[], Any]:
         return lambda: sampling.rollout_scores(
             gen.model, sample, sample["target"], order, 0, r,
-            lambda tokens, batch_order: tokens.float().mean(dim=1), max_rows=steps * b * r)
+            lambda tokens, batch_order: tokens.float().mean(dim=1), t, max_rows=steps * b * r)
 
     times = compare({str(steps): run(steps) for steps in (1, 2, 4)}, sizes.rollout_trials,
                     device)
@@ -539,15 +544,17 @@ def grouping_section(gen: Generator, sizes: Sizes, report: Report, device: torch
 def scaling_section(gen: Generator, sizes: Sizes, report: Report, device: torch.device) -> None:
     b = sizes.sweep_batch
     m_fixed, t_fixed = sizes.samples, sizes.sweep_samples_length
+    lengths = sorted({*sizes.sweep_lengths, t_fixed})
     crits = {
-        m: gen.criterion(["--criterion", "maligan_mixed", "--num-samples", str(m),
-                          "--prefix-init", "0", "--prefix-decay", "0"])
-        for m in sorted({*sizes.sweep_samples, m_fixed})
+        (m, t): gen.criterion(["--criterion", "maligan_mixed", "--num-samples", str(m),
+                               "--prefix-init", "0", "--prefix-decay", "0",
+                               "--baseline", "uniform" if m > 1 else "zero"], t)
+        for m in sorted({*sizes.sweep_samples, m_fixed}) for t in lengths
     }
-    batches = {t: gen.batch(b, t) for t in sorted({*sizes.sweep_lengths, t_fixed})}
-    by_t = compare({str(t): (lambda t=t: gen.update(crits[m_fixed], batches[t]))
+    batches = {t: gen.batch(b, t) for t in lengths}
+    by_t = compare({str(t): (lambda t=t: gen.update(crits[m_fixed, t], batches[t]))
                     for t in sizes.sweep_lengths}, sizes.trials, device)
-    by_m = compare({str(m): (lambda m=m: gen.update(crits[m], batches[t_fixed]))
+    by_m = compare({str(m): (lambda m=m: gen.update(crits[m, t_fixed], batches[t_fixed]))
                     for m in sizes.sweep_samples}, sizes.trials, device)
     for axis, label, values, fixed in (
         ("T", "T", by_t, f"m={m_fixed}"), ("m", "m", by_m, f"T={t_fixed}")
@@ -590,7 +597,8 @@ def memory_child(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
     gen = Generator(spec["arch_name"], spec["data"], spec["arch"], device)
-    crit = gen.criterion(spec["criterion"])
+    adversarial = "cross_entropy" not in spec["criterion"]
+    crit = gen.criterion(spec["criterion"], spec["length"] if adversarial else None)
     with eos_banned():
         return measure_update_memory(gen, crit, spec, device)
 
@@ -689,7 +697,7 @@ def large_section(data: dict, sizes: Sizes, report: Report, device: torch.device
     gen.model.train()
     mle = gen.criterion(["--criterion", "cross_entropy"])
     mixed = gen.criterion(["--criterion", "maligan_mixed", "--num-samples", str(m),
-                           "--prefix-init", "0", "--prefix-decay", "0"])
+                           "--prefix-init", "0", "--prefix-decay", "0"], t)
     updates = compare({"mle": lambda: gen.update(mle, sample),
                        "mixed": lambda: gen.update(mixed, sample)}, sizes.trials, device)
     for name, seconds in sampled.items():
@@ -723,7 +731,7 @@ def profile_section(gen: Generator, sizes: Sizes, device: torch.device, top: int
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     for name, (options, sample) in cases.items():
-        crit = gen.criterion(options)
+        crit = gen.criterion(options, sample["target"].size(1))
         gen.update(crit, sample)  # warm-up
         with profile(activities=activities) as prof:
             gen.update(crit, sample)

@@ -9,7 +9,7 @@
    generator's NLL of held-out oracle data, equal to stock ``fairseq-eval-lm``'s with
    ``--sample-break-mode eos``), in nats per token, with a few sample lines.
 
-    python scripts/demo.py [--out demo_output] [--quick]
+    python scripts/demo.py [--out demo_output] [--quick] [--maligan-option=--rescore-dropout]
 """
 
 import argparse
@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "demo_output"))
     parser.add_argument("--quick", action="store_true", help="a much smaller run (tests)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--maligan-option", action="append", default=[],
+                        help="an extra fairseq-train option of the MaliGAN run (repeatable), "
+                        "e.g. --maligan-option=--rescore-dropout")
     args = parser.parse_args()
     logging.disable(logging.INFO)
     scale = dict(vocab=100, train=600, mle_epochs=3, updates=12, samples=200) if args.quick \
@@ -123,7 +126,7 @@ def main() -> None:
         "--disc-arch", "cnn_discriminator", "--disc-lr", "0.001",
         "--disc-warmup-updates", str(scale["updates"] // 10),
         "--max-update", str(scale["updates"]), "--finetune-from-model", pretrained,
-        "--save-dir", maligan,
+        "--save-dir", maligan, *args.maligan_option,
     ], os.path.join(out, "maligan.log"))
 
     print("\n== evaluation: samples scored by the oracle, test data by each generator", flush=True)
@@ -139,16 +142,17 @@ def main() -> None:
     ]:
         model, task = load_generator(checkpoint, data)
         samples = sample_rows(model, scale["samples"], oracle.seq_len + 1, seed=args.seed)
-        score, _ = nll_oracle(oracle, samples, task.target_dictionary)
+        score, invalid = nll_oracle(oracle, samples, task.target_dictionary)
         test = nll_test(model, task, "test")
-        rows.append((name, score, test, detokenize(samples[:3], task.target_dictionary)))
+        rows.append((name, score, test, invalid, detokenize(samples[:3], task.target_dictionary)))
 
-    print(f"\nResults ({scale['samples']} samples each; nats per token; lower is better)")
-    print(f"{'generator':<26}{'NLL-oracle':>12}{'NLL-test':>12}")
+    print(f"\nResults ({scale['samples']} samples each; nats per token; lower is better; "
+          "invalid: samples that are not 20 tokens then EOS, left out of NLL-oracle)")
+    print(f"{'generator':<26}{'NLL-oracle':>12}{'NLL-test':>12}{'invalid':>10}")
     print(f"{'oracle (its own test data)':<26}{oracle_floor:>12.3f}{'':>12}")
-    for name, score, test, _ in rows:
-        print(f"{name:<26}{score:>12.3f}{test:>12.3f}")
-    for name, _, _, lines in rows:
+    for name, score, test, invalid, _ in rows:
+        print(f"{name:<26}{score:>12.3f}{test:>12.3f}{invalid:>10.1%}")
+    for name, _, _, _, lines in rows:
         print(f"\n{name} samples:")
         for line in lines:
             print("  " + line)

@@ -22,6 +22,22 @@ ADVERSARIAL = ["--criterion", "maligan_mixed", "--optimizer", "maligan_adam", "-
         (["--prefix-decay-updates", "0"], "--prefix-decay-updates"),
         (["--disc-steps", "0"], "--disc-steps"),
         (["--criterion", "seqgan", "--rollout-max-rows", "0"], "--rollout-max-rows"),
+        (["--num-samples", "1"], "--num-samples 1 with --baseline uniform"),
+        (["--sample-break-mode", "none"], "use --sample-break-mode eos, not none"),
+        (["--sample-break-mode", "complete"], "use --sample-break-mode eos, not complete"),
+        (["--add-bos-token"], "--add-bos-token"),
+        (["--sample-max-len", "0"], "--sample-max-len must be at least 1"),
+        (["--sample-max-len", "2", "--prefix-init", "4"], "--sample-max-len 2 is shorter"),
+        (["--disc-arch", "cnn_discriminator", "--disc-filter-sizes", "a,b"],
+         "--disc-filter-sizes"),
+        (["--disc-arch", "cnn_discriminator", "--disc-filter-sizes", "0"],
+         "--disc-filter-sizes"),
+        (["--disc-dropout", "1.0"], "--disc-dropout"),
+        (["--disc-hidden-dim", "0"], "--disc-hidden-dim"),
+        (["--disc-layers", "0"], "--disc-layers"),
+        (["--mle-weight", "-1"], "--mle-weight"),
+        (["--disc-lr", "nan"], "--disc-lr"),
+        (["--disc-clip-norm", "-1"], "--disc-clip-norm"),
     ],
 )
 def test_bad_criterion_option_is_named(lm_data, options, named):
@@ -110,3 +126,15 @@ def test_checkpoint_with_another_dictionary_is_named(lm_data, tmp_path):
     found = re.search(r"error: .*checkpoint_last.pt was trained with a dictionary of (\d+) "
                       r"symbols, the data has (\d+)", proc.stderr.strip().splitlines()[-1])
     assert found and found.group(1) != found.group(2)
+
+
+def test_disc_lr_needs_maligan_adam(lm_data, tmp_path):
+    """Any other optimizer would silently train D at the generator's learning rate."""
+    proc = run_cli("train", [
+        str(lm_data), "--user-dir", PLUGIN, "--task", "maligan_language_modeling",
+        *TINY_TRANSFORMER, *LM_DATA, *ADVERSARIAL, "--optimizer", "adam", "--cpu",
+        "--max-update", "1", "--save-dir", str(tmp_path),
+    ], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "needs --optimizer maligan_adam (got FairseqAdam)" in last

@@ -16,10 +16,12 @@ def test_demo_quick_prints_results_table(tmp_path):
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    line = r"^(MLE \(\w+\)|MaliGAN \(maligan_mixed\))\s+([\d.]+)\s+([\d.]+)$"
+    line = r"^(MLE \(\w+\)|MaliGAN \(maligan_mixed\))\s+([\d.]+|nan)\s+([\d.]+)\s+([\d.]+)%$"
     rows = {
-        name: (float(a), float(b))
-        for name, a, b in re.findall(line, proc.stdout, re.MULTILINE)
+        name: (float(a), float(b), float(c))
+        for name, a, b, c in re.findall(line, proc.stdout, re.MULTILINE)
     }
     assert set(rows) == {"MLE (pretrained)", "MLE (continued)", "MaliGAN (maligan_mixed)"}
-    assert all(math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0 for a, b in rows.values())
+    for oracle_nll, test_nll, invalid in rows.values():
+        assert math.isfinite(test_nll) and test_nll > 0 and 0 <= invalid <= 100
+        assert (math.isfinite(oracle_nll) and oracle_nll > 0) or invalid == 100

@@ -119,7 +119,9 @@ def test_synthetic_oracle_quick(tmp_path):
         assert curves[method][0] == start  # one pretrained model scored once for all
         for point in curves[method]:
             assert math.isfinite(point["nll_test"]) and point["nll_test"] > 0
-        assert results["final"][method]["nll_oracle"]["mean"] == curves[method][-1]["nll_oracle"]
+        final, last = results["final"][method]["nll_oracle"]["mean"], curves[method][-1]
+        # NaN where none of a barely trained model's samples is a valid oracle sequence
+        assert final == last["nll_oracle"] or (math.isnan(final) and last["invalid"] == 1.0)
     # The oracle scores its own data better than any generator trained for seconds.
     assert results["oracle_nll_of_its_test_data"] < start["nll_oracle"]
     assert {r["name"] for r in results["sweep"]} == set(METHODS.values())

@@ -153,3 +153,29 @@ def test_generator_and_discriminator_phases():
         moves.append(criterion.generator_moves())
     assert moves == [False] * 4 + [False, False, True] * 2 + [False, False]
 
+
+
+def test_prefix_mle_gradient_with_sampled_rows_equals_prefix_cross_entropy(lm_data, monkeypatch):
+    """N < T: rows are active and sampled; the MLE part of the gradient is cross-entropy
+    on the first N target tokens of every row, nothing else."""
+    torch.manual_seed(0)
+    _, task, model, criterion = build(lm_data, TINY_TRANSFORMER + [
+        "--criterion", "maligan_mixed", "--dropout", "0", "--prefix-init", "3",
+        "--prefix-decay", "0", "--num-samples", "2", "--mle-weight", "0.5",
+    ])
+    sample = first_batch(task)
+    monkeypatch.setattr(criterion, "adversarial_loss",
+                        lambda model, sample, bundle, lprobs: (lprobs.sum() * 0, {}))
+    model.train()
+    criterion.set_num_updates(0)
+    loss, _, log = criterion(model, sample)
+    assert int(log["disc_fake_rows"]) > 0, "no row was sampled"
+    loss.backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    lprobs = model.get_normalized_probs(model(**sample["net_input"]), log_probs=True)
+    target = sample["target"][:, :3]
+    picked = lprobs[:, :3].gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    (-0.5 * picked[target.ne(task.target_dictionary.pad())].sum()).backward()
+    for name, param in model.named_parameters():
+        assert torch.allclose(ours[name], param.grad, atol=1e-6), name

@@ -62,7 +62,7 @@ def test_pretrained_discriminator_loads_with_disc_path(lm_data, maligan_checkpoi
     )
     assert "valid accuracy" in proc.stdout
     saved = torch.load(disc_file, weights_only=True)
-    assert saved["arch"] == "cnn_discriminator"
+    assert saved["arch"]["disc_arch"] == "cnn_discriminator" and not saved["conditional"]
     _, _, _, criterion = build(lm_data, TINY_TRANSFORMER + [
         "--criterion", "maligan_mixed", "--disc-path", str(disc_file),
     ])

@@ -37,10 +37,12 @@ def test_finetune_lstm_from_mle_and_stock_eval_lm(lm_data, mle_lstm, tmp_path):
         "--oracle-path", str(lm_data.parent / "raw" / "oracle.pt"),
     ])
     log = proc.stdout + proc.stderr
-    for key in ("mle_loss", "maligan_loss", "disc_loss", "disc_acc_real", "disc_acc_fake",
-                "prefix_len", "ess", "sample_len"):
-        assert re.search(rf"\b{key}[ =]", log), f"{key} not logged"
-    assert re.search(r"valid on 'valid' subset.*nll_oracle", log)
+    for key in ("mle/loss", "adv/loss", "adv/ess", "adv/kl", "adv/prefix_len", "disc/loss",
+                "disc/acc_real", "disc/acc_fake", "disc/p_real", "disc/p_fake_std",
+                "sample/len_fake", "sample/len_real", "sample/eos_fake", "sample/eos_real",
+                "sample/clipped_ratio", "sample/entropy"):
+        assert re.search(rf"(^|[ |]){re.escape(key)}[ =]", log, re.MULTILINE), f"{key} not logged"
+    assert re.search(r"valid on 'valid' subset.*sample/oracle_invalid", log)
 
     generator = torch.load(mle_lstm, weights_only=True)["model"]
     tuned = torch.load(save_dir / "checkpoint_best.pt", weights_only=True)

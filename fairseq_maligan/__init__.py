@@ -7,9 +7,10 @@ Load with ``--user-dir path/to/fairseq_maligan``. Importing registers the criter
 """
 
 from . import patches
-from .errors import install_excepthook
+from .errors import fairseq_command_line, install_excepthook
 
 patches.apply()
-install_excepthook()
+if fairseq_command_line():
+    install_excepthook()
 
 from . import criterions, discriminators, optim, tasks  # noqa: E402,F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from types import TracebackType
 
@@ -23,5 +24,18 @@ _default_hook = sys.excepthook
 
 
 def install_excepthook() -> None:
-    """Print :class:`ConfigError` as one line; every other exception as usual."""
+    """Print :class:`ConfigError` as one line; every other exception as usual.
+
+    Only entry points install it: the project's scripts, and a fairseq command-line tool
+    (``fairseq-train --user-dir ...``) when it imports the plugin. A program that merely
+    imports the package keeps its own ``sys.excepthook``.
+    """
     sys.excepthook = _excepthook
+
+
+def fairseq_command_line() -> bool:
+    """True when the running program is a fairseq tool (``fairseq-train``, ``-m fairseq_cli.*``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return str(getattr(spec, "name", "")).startswith("fairseq_cli.") or program.startswith(
+        "fairseq-")

@@ -10,8 +10,9 @@
 - ``PathManager.copy`` (how fairseq makes ``checkpoint_last.pt`` from the first file of
   a save) copies to a temporary file and renames it, so a process killed mid-copy never
   leaves a truncated checkpoint in place of a good one.
-- ``Trainer.load_checkpoint`` explains in one line why a checkpoint does not fit the
-  model (most often: it was trained with another dictionary).
+- ``Trainer.load_checkpoint``, when loading fails, compares the checkpoint's parameter
+  shapes with the model's and explains in one line why it does not fit (most often: it
+  was trained with another dictionary); other failures pass through unchanged.
 - torch's safe loader is told about the classes that fairseq's own checkpoints and its
   rank-to-rank state broadcast contain (``argparse.Namespace``, omegaconf containers).
 """
@@ -75,9 +76,13 @@ def _state_dict(original):
     return state_dict
 
 
-def describe_mismatch(model: torch.nn.Module, filename: str) -> str:
-    """Why a checkpoint's generator does not fit the model built from the command line."""
-    state = torch.load(filename, map_location="cpu", weights_only=True)["model"]
+def describe_mismatch(model: torch.nn.Module, filename: str) -> str | None:
+    """Why a checkpoint's generator does not fit the model built from the command line
+    (None if its parameters do fit, or the file holds no readable generator)."""
+    try:
+        state = torch.load(filename, map_location="cpu", weights_only=True)["model"]
+    except Exception:
+        return None
     own = model.state_dict()
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
@@ -92,17 +97,23 @@ def describe_mismatch(model: torch.nn.Module, filename: str) -> str:
                 f"{key} is {tuple(value.shape)} there, {tuple(own[key].shape)} here"
             )
     missing = sorted(set(own) - set(state))
-    return f"{filename} does not fit the model: it lacks {', '.join(missing[:3]) or 'nothing'}"
+    if missing:
+        return f"{filename} does not fit the model: it lacks {', '.join(missing[:3])}"
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        return f"{filename} does not fit the model: it has {', '.join(unexpected[:3])} extra"
+    return None
 
 
 def _load_checkpoint(original):
     def load_checkpoint(self, filename, *args, **kwargs):
         try:
             return original(self, filename, *args, **kwargs)
-        except Exception as error:
-            if not str(error).startswith("Cannot load model parameters"):
+        except Exception:
+            reason = describe_mismatch(self.get_model(), filename)
+            if reason is None:
                 raise
-            raise ConfigError(describe_mismatch(self.get_model(), filename)) from None
+            raise ConfigError(reason) from None
 
     load_checkpoint.maligan_patched = True
     return load_checkpoint

@@ -24,6 +24,7 @@ import time
 import torch
 
 import fairseq_maligan
+from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import (
     detokenize,
     load_generator,
@@ -160,4 +161,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

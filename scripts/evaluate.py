@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 
+from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import (
     BLEU_SETTINGS,
     add_bleu_arguments,
@@ -92,4 +93,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

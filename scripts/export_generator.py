@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from fairseq_maligan.errors import ConfigError
+from fairseq_maligan.errors import ConfigError, install_excepthook
 from fairseq_maligan.patches import stock_checkpoint_cfg
 
 
@@ -53,4 +53,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -26,6 +26,7 @@ from fairseq_maligan.discriminators import (
     format_rows,
     save_discriminator,
 )
+from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import load_generator
 from fairseq_maligan.sampling import is_encoder_decoder, sample_continuations
 
@@ -99,4 +100,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

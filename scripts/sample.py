@@ -24,6 +24,7 @@ import argparse
 import logging
 import sys
 
+from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import detokenize, load_generator, sample_rows
 
 
@@ -50,4 +51,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

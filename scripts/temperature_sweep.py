@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 
+from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import (
     BLEU_SETTINGS,
     add_bleu_arguments,
@@ -80,4 +81,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -10,6 +10,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = str(ROOT / "fairseq_maligan")
+sys.path.insert(0, str(ROOT / "examples"))  # the experiment driver, examples/experiment.py
 
 from fairseq import options, tasks  # noqa: E402
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf  # noqa: E402

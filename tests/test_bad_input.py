@@ -1,6 +1,8 @@
 """Bad options stop with one line that names the option, not a traceback."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -138,3 +140,12 @@ def test_disc_lr_needs_maligan_adam(lm_data, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "needs --optimizer maligan_adam (got FairseqAdam)" in last
+
+
+def test_importing_the_package_keeps_the_programs_excepthook():
+    """Only entry points (fairseq tools, the scripts) print ConfigError as one line."""
+    code = ("import sys; hook = sys.excepthook; import fairseq_maligan; "
+            "print(sys.excepthook is hook)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == "True"

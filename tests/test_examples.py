@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fairseq.data import Dictionary
-
-from fairseq_maligan.criterions import prefix_length
-from fairseq_maligan.experiment import (
+from experiment import (
     METHODS,
     Budget,
     cached_result,
     checkpoint_updates,
     method_args,
 )
+from fairseq.data import Dictionary
+
+from fairseq_maligan.criterions import prefix_length
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -80,7 +80,7 @@ def test_method_options_define_basic_and_full():
 
 
 def _budget():
-    from fairseq_maligan.experiment import Budget
+    from experiment import Budget
 
     return Budget(mle_epochs=1, mle_lr=0.01, max_tokens=100, updates=2, lr=1e-3,
                   prefix_init=12)

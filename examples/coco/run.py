@@ -6,7 +6,7 @@ in Texygen, LeakGAN and RelGAN. Generator: ``lstm_lm`` with embedding and hidden
 (Texygen's). BLEU-n scores each of 1,000 samples against all test captions (NLTK's
 method1 smoothing, as Texygen), averaged; self-BLEU-n scores each sample against the
 other samples. Every method continues the same MLE checkpoint for the same number of
-updates (``fairseq_maligan.experiment``).
+updates (``examples/experiment.py``).
 
     python examples/coco/run.py --quick     # a minute or two
     python examples/coco/run.py             # the full experiment (README.md)
@@ -14,11 +14,15 @@ updates (``fairseq_maligan.experiment``).
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
+from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import read_references
-from fairseq_maligan.experiment import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
+from experiment import (  # noqa: E402
     Budget,
     LMExperiment,
     parse_mode,
@@ -72,4 +76,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -7,7 +7,7 @@ mode: the binarized MNIST of ``../shared/data/mnist`` (8,000 / 1,000 / 1,000 ima
 loaded with numpy, no pickle), max-pooled 2x2 to 14x14 so that SeqGAN's rollouts
 (quadratic in the length) stay affordable on a CPU; quick mode: scikit-learn's bundled
 8x8 digits, thresholded at 8 of 16. Every method continues the same MLE checkpoint for
-the same number of updates (``fairseq_maligan.experiment``).
+the same number of updates (``examples/experiment.py``).
 
 Reported per model: test NLL in nats per image (row marks and EOS included), the share
 of samples that are not exactly one image (side lines of side pixels), a PNG grid of 64
@@ -22,6 +22,7 @@ samples; diversity axis: test NLL at the same temperature).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -29,8 +30,11 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import load_generator, nll_test, plot_sweep, sample_rows
-from fairseq_maligan.experiment import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
+from experiment import (  # noqa: E402
     METHODS,
     Budget,
     LMExperiment,
@@ -174,4 +178,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

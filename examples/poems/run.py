@@ -9,7 +9,7 @@ Split of both (deterministic, by line number i): test if i % 10 == 9, valid if
 i % 20 == 8, train otherwise. BLEU-2 is the text-GAN figure: each of 1,000 samples scored
 against the whole test split as references, averaged (``fairseq_maligan.metrics``).
 Perplexity is per token (EOS counted) on the test split. Every method continues the same
-MLE checkpoint for the same number of updates (``fairseq_maligan.experiment``); the
+MLE checkpoint for the same number of updates (``examples/experiment.py``); the
 discriminator is a bidirectional 2-layer LSTM of hidden 32, as in the paper.
 
     python examples/poems/run.py --quick     # a minute or two, Poem-5 only, small
@@ -23,10 +23,14 @@ shells and a plain run then gathers both into ``<out>/results.json``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
-from fairseq_maligan.experiment import (
+from fairseq_maligan.errors import install_excepthook
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
+from experiment import (  # noqa: E402
     Budget,
     LMExperiment,
     cached_result,
@@ -120,4 +124,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

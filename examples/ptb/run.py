@@ -7,7 +7,7 @@ no GRU language model). Discriminator: a bidirectional GRU (``rnn_discriminator`
 MaliGAN-full starts from N = 30 and removes K = 5 tokens every ``prefix_decay_updates``.
 Perplexities come from stock ``fairseq-eval-lm`` (no ``--user-dir``), base e per token
 with EOS counted, one sentence at a time. Every method continues the same MLE checkpoint
-for the same number of updates (``fairseq_maligan.experiment``).
+for the same number of updates (``examples/experiment.py``).
 
     python examples/ptb/run.py --quick     # a minute or two (1,000 sentences, tiny model)
     python examples/ptb/run.py             # the full experiment (README.md)
@@ -15,11 +15,15 @@ for the same number of updates (``fairseq_maligan.experiment``).
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
+from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import read_references
-from fairseq_maligan.experiment import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
+from experiment import (  # noqa: E402
     Budget,
     LMExperiment,
     parse_mode,
@@ -80,4 +84,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -3,7 +3,7 @@
 A random LSTM oracle (N(0, 1) weights, vocabulary 5,000, length 20, hidden 32) samples
 10,000 training sequences; an ``lstm_lm`` generator (embedding and hidden 32, as SeqGAN's)
 is pretrained with MLE, then continued by every method for the same number of updates
-(``fairseq_maligan.experiment``). Every ``save_interval_updates`` a checkpoint is scored:
+(``examples/experiment.py``). Every ``save_interval_updates`` a checkpoint is scored:
 NLL-oracle (the oracle's NLL of 1,000 generator samples) and NLL-test (the generator's NLL
 of 1,000 held-out oracle sequences), nats per token. The oracle is the same for every seed;
 the seed changes the generator's initialisation, batches and samples. A seed whose
@@ -28,13 +28,16 @@ from pathlib import Path
 
 import torch
 
+from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import (
     evaluate_generator,
     load_generator,
     plot_sweep,
     temperature_sweep,
 )
-from fairseq_maligan.experiment import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
+from experiment import (  # noqa: E402
     METHODS,
     Budget,
     LMExperiment,
@@ -43,6 +46,7 @@ from fairseq_maligan.experiment import (
     parse_mode,
     write_results,
 )
+
 from fairseq_maligan.oracle import Oracle
 
 HERE = Path(__file__).resolve().parent
@@ -216,4 +220,5 @@ def _cell(value: dict, seeds: int) -> str:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fairseq_maligan.experiment import PLUGIN, Runner, checkpoint_updates
+from fairseq_maligan.errors import install_excepthook
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
+from experiment import PLUGIN, Runner, checkpoint_updates  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -396,4 +399,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-from .evaluation import (
+import fairseq_maligan
+from fairseq_maligan.evaluation import (
     detokenize,
     evaluate_generator,
     format_table,
@@ -46,9 +47,9 @@ from .evaluation import (
     sample_rows,
     temperature_sweep,
 )
-from .metrics import ReferenceBLEU
+from fairseq_maligan.metrics import ReferenceBLEU
 
-PLUGIN = Path(__file__).resolve().parent
+PLUGIN = Path(fairseq_maligan.__file__).resolve().parent
 PROGRESS = re.compile(r"\| (train_inner|train|valid) \|")
 METHODS = {
     "mle": "MLE",

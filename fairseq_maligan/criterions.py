@@ -283,6 +283,11 @@ class AdversarialCriterion(FairseqCriterion):
         self.padding_idx = task.target_dictionary.pad()
         self.eos_idx = task.target_dictionary.eos()
         self.num_updates = 0
+        self.sampler_options: dict[str, Any] = {}
+        self.rollout_options: dict[str, Any] = {}
+        """Extra keyword arguments of ``sample_continuations`` and ``rollout_scores``
+        (``banned``, ``recompute_prefix``): how ``scripts/bench.py`` runs the reference
+        implementations and samples of a fixed length inside a training step."""
         self._refreshed_at = -1
         self._pending: dict[str, dict[str, Tensor]] = {}
         self._optimizer_checked = False
@@ -415,7 +420,8 @@ class AdversarialCriterion(FairseqCriterion):
         active = lengths > prefix_len
         if not bool(active.any()):
             return None
-        rows = sample_continuations(model, sample, prefix_len, num_samples, self.max_len)
+        rows = sample_continuations(model, sample, prefix_len, num_samples, self.max_len,
+                                    **self.sampler_options)
         source = torch.arange(target.size(0), device=target.device)
         return SampleBundle(
             prefix_len=prefix_len, num_samples=num_samples, max_len=self.max_len, rows=rows,
@@ -741,6 +747,7 @@ class RolloutCriterion(AdversarialCriterion):
             values = rollout_scores(
                 self.rollout_policy(model), sample, rows, source, bundle.prefix_len,
                 self.cfg.rollouts, score, bundle.max_len, max_rows=self.cfg.rollout_max_rows,
+                **self.rollout_options,
             )
         positions = torch.arange(rows.size(1), device=rows.device)
         valid = (positions >= bundle.prefix_len) & rows.ne(self.padding_idx)

@@ -176,16 +176,18 @@ def continue_rows(
     max_len: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    banned: tuple[int, ...] | None = None,
 ) -> Tensor:
     """Extend decoder-input rows ``tokens`` by sampling until EOS or ``max_len`` targets.
 
     ``tokens`` holds the first decoder input and the tokens so far (rows, 1 + t), and
     ``state`` has consumed all but its last column. Finished rows get padding. Returns
-    the grown rows (rows, 1 + length), length <= ``max_len``.
+    the grown rows (rows, 1 + length), length <= ``max_len``. ``banned``: tokens never
+    drawn (default :func:`banned_tokens`).
     """
     dictionary = state.model.decoder.dictionary
     pad, eos = dictionary.pad(), dictionary.eos()
-    banned = banned_tokens(state.model)
+    banned = banned_tokens(state.model) if banned is None else banned
     current = tokens
     for _ in range(tokens.size(1) - 1, max_len):
         if bool(finished.all()):
@@ -206,6 +208,7 @@ def sample_continuations(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     recompute_prefix: bool = False,
+    banned: tuple[int, ...] | None = None,
 ) -> Tensor:
     """Clamp the first ``prefix_len`` target tokens of each row and sample continuations.
 
@@ -214,7 +217,8 @@ def sample_continuations(
     that reaches it has no EOS). Rows no longer than ``prefix_len`` come back as
     their clamped target. The model is sampled in eval mode (no dropout) and left in
     the mode it was in. ``recompute_prefix`` decodes without a cache
-    (:class:`RecomputeState`, the reference implementation).
+    (:class:`RecomputeState`, the reference implementation); ``banned`` replaces
+    :func:`banned_tokens` (e.g. with EOS added, for samples of exactly ``max_len``).
     """
     target = sample["target"]
     prefix_len = min(prefix_len, max_len)
@@ -234,7 +238,7 @@ def sample_continuations(
         order = order.repeat_interleave(num_samples)
         state.reorder(order)
         rows = continue_rows(
-            state, tokens[order], finished[order], max_len, temperature, generator
+            state, tokens[order], finished[order], max_len, temperature, generator, banned
         )
     finally:
         model.train(was_training)
@@ -365,6 +369,7 @@ def rollout_scores(
     generator: torch.Generator | None = None,
     recompute_prefix: bool = False,
     max_rows: int = 1024,
+    banned: tuple[int, ...] | None = None,
 ) -> Tensor:
     """Monte-Carlo rollouts: ``score`` of R completions of every prefix ``rows[:, :t+1]``.
 
@@ -387,6 +392,7 @@ def rollout_scores(
     ``recompute_prefix`` selects the reference implementation of the tests and
     ``scripts/bench.py``: every decoding step recomputes the whole prefix
     (:class:`RecomputeState`); given the same random draws the values are the same.
+    ``banned`` replaces :func:`banned_tokens` for the completions.
     """
     count, columns = rows.shape
     values = rows.new_zeros(count, columns, num_rollouts, dtype=torch.float)
@@ -409,7 +415,7 @@ def rollout_scores(
         for first in range(0, len(steps), per_group):
             group = steps[first:first + per_group]
             completions, state = _complete_group(
-                state, inputs, ended, group, num_rollouts, generator,
+                state, inputs, ended, group, num_rollouts, generator, banned,
                 keep_rows=first + per_group < len(steps),
             )
             expand = order.repeat_interleave(num_rollouts).repeat(len(group))
@@ -427,6 +433,7 @@ def _complete_group(
     steps: list[int],
     num_rollouts: int,
     generator: torch.Generator | None,
+    banned: tuple[int, ...] | None,
     keep_rows: bool,
 ) -> tuple[Tensor, DecoderState | RecomputeState | None]:
     """R completions of the prefixes of every row at consecutive ``steps``, in one batch.
@@ -443,7 +450,7 @@ def _complete_group(
     device = inputs.device
     dictionary = state.model.decoder.dictionary
     pad, eos = dictionary.pad(), dictionary.eos()
-    banned = banned_tokens(state.model)
+    banned = banned_tokens(state.model) if banned is None else banned
     row_ids = torch.arange(count, device=device)
     expand = row_ids.repeat_interleave(num_rollouts)
     completions = inputs.new_full((len(steps) * expand.numel(), width), pad)

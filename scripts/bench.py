@@ -13,8 +13,9 @@ and criterion in train mode, forward + backward). Candidates that are compared a
 in interleaved rounds (one warm-up round excluded) and the median is kept: the machine
 is shared and noisy, so the ratios, not the absolute times, are the point.
 
-EOS is banned in the project's samplers for the whole run (a bench-local wrap of
-``fairseq_maligan.sampling.banned_tokens``; the package is not modified) and fairseq's
+EOS is banned in the project's samplers for the whole run (their ``banned`` parameter,
+inside training steps through the criterion's ``sampler_options``/``rollout_options``;
+nothing in the package is replaced) and fairseq's
 ``SequenceGenerator`` runs with ``min_len = max_len``, so every sample is exactly T
 tokens long and all samplers do the same number of decoder steps.
 """
@@ -38,7 +39,7 @@ import tempfile
 import time
 import warnings
 from argparse import Namespace
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,11 @@ class Generator:
         """
         cap = [] if length is None else ["--sample-max-len", str(length)]
         args = parse(self.data["data"], self.arch, [*options, *cap])
-        return self.task.build_criterion(args).to(self.device)
+        criterion = self.task.build_criterion(args).to(self.device)
+        if length is not None:
+            criterion.sampler_options = {"banned": without_eos(self.model)}
+            criterion.rollout_options = {"banned": without_eos(self.model)}
+        return criterion
 
     def batch(self, rows: int, length: int) -> dict:
         """``rows`` sentences of exactly ``length`` target tokens, collated by the dataset."""
@@ -241,46 +246,26 @@ def move(sample: Any, device: torch.device) -> Any:
     return sample
 
 
-@contextlib.contextmanager
-def eos_banned() -> Iterator[None]:
-    """Samples run to the length limit: EOS joins padding and BOS as banned tokens."""
-    original = sampling.banned_tokens
-
-    def banned(model: torch.nn.Module) -> tuple[int, ...]:
-        return (*original(model), model.decoder.dictionary.eos())
-
-    sampling.banned_tokens = banned
-    try:
-        yield
-    finally:
-        sampling.banned_tokens = original
-
-
 NAIVE_SAMPLER = "sampling.sample_continuations(recompute_prefix=True)"
 NAIVE_ROLLOUTS = "sampling.rollout_scores(recompute_prefix=True)"
+
+
+def without_eos(model: torch.nn.Module) -> tuple[int, ...]:
+    """The sampler's banned tokens plus EOS: every sample runs to the length limit."""
+    return (*sampling.banned_tokens(model), model.decoder.dictionary.eos())
+
+
+def sample_fixed(model: torch.nn.Module, sample: dict, prefix_len: int, num_samples: int,
+                 max_len: int, **options: Any) -> torch.Tensor:
+    """The project's sampler with EOS banned: samples of exactly ``max_len`` tokens."""
+    return sampling.sample_continuations(model, sample, prefix_len, num_samples, max_len,
+                                         banned=without_eos(model), **options)
 
 
 def sample_naive(model: torch.nn.Module, sample: dict, prefix_len: int, num_samples: int,
                  max_len: int) -> torch.Tensor:
     """The reference sampler: the whole sequence is recomputed at every step (no cache)."""
-    return sampling.sample_continuations(model, sample, prefix_len, num_samples, max_len,
-                                         recompute_prefix=True)
-
-
-def rollout_scores_naive(*args: Any, **kwargs: Any) -> torch.Tensor:
-    """The reference rollouts: every completion recomputes its whole prefix at every step."""
-    return sampling.rollout_scores(*args, recompute_prefix=True, **kwargs)
-
-
-@contextlib.contextmanager
-def naive_rollouts() -> Iterator[None]:
-    """The rollout criteria use the recompute-every-prefix reference rollouts."""
-    original = maligan_criterions.rollout_scores
-    maligan_criterions.rollout_scores = rollout_scores_naive
-    try:
-        yield
-    finally:
-        maligan_criterions.rollout_scores = original
+    return sample_fixed(model, sample, prefix_len, num_samples, max_len, recompute_prefix=True)
 
 
 # -- timing ------------------------------------------------------------------------------
@@ -411,7 +396,7 @@ def sampler_section(gens: list[Generator], sizes: Sizes, report: Report,
         pad = gen.dictionary.pad()
 
         def incremental(gen: Generator = gen, sample: dict = sample, pad: int = pad) -> None:
-            rows = sampling.sample_continuations(gen.model, sample, 0, m, t)
+            rows = sample_fixed(gen.model, sample, 0, m, t)
             assert rows.shape == (b * m, t) and not bool(rows.eq(pad).any())
 
         def naive(gen: Generator = gen, sample: dict = sample, length: int = t) -> None:
@@ -474,9 +459,11 @@ def rollout_section(gen: Generator, sizes: Sizes, report: Report, device: torch.
         crit, warm = build(r), build(1)
         per_step = build(r, "--rollout-max-rows", "1")
 
-        def naive(crit: Any = crit, sample: dict = sample) -> None:
-            with naive_rollouts():
-                gen.update(crit, sample)
+        naive_crit = build(r)
+        naive_crit.rollout_options = {**naive_crit.rollout_options, "recompute_prefix": True}
+
+        def naive(crit: Any = naive_crit, sample: dict = sample) -> None:
+            gen.update(crit, sample)
 
         times = compare(
             {"mle": lambda mle=mle, sample=sample: gen.update(mle, sample),
@@ -527,7 +514,8 @@ def grouping_section(gen: Generator, sizes: Sizes, report: Report, device: torch
     def run(steps: int) -> Callable[[], Any]:
         return lambda: sampling.rollout_scores(
             gen.model, sample, sample["target"], order, 0, r,
-            lambda tokens, batch_order: tokens.float().mean(dim=1), t, max_rows=steps * b * r)
+            lambda tokens, batch_order: tokens.float().mean(dim=1), t, max_rows=steps * b * r,
+            banned=without_eos(gen.model))
 
     times = compare({str(steps): run(steps) for steps in (1, 2, 4)}, sizes.rollout_trials,
                     device)
@@ -599,8 +587,7 @@ def memory_child(spec: dict) -> dict:
     gen = Generator(spec["arch_name"], spec["data"], spec["arch"], device)
     adversarial = "cross_entropy" not in spec["criterion"]
     crit = gen.criterion(spec["criterion"], spec["length"] if adversarial else None)
-    with eos_banned():
-        return measure_update_memory(gen, crit, spec, device)
+    return measure_update_memory(gen, crit, spec, device)
 
 
 def measure_update_memory(gen: Generator, crit: Any, spec: dict, device: torch.device) -> dict:
@@ -690,7 +677,7 @@ def large_section(data: dict, sizes: Sizes, report: Report, device: torch.device
     sample = gen.batch(b, t)
     gen.model.eval()
     sampled = compare({
-        "incremental": lambda: sampling.sample_continuations(gen.model, sample, 0, m, t),
+        "incremental": lambda: sample_fixed(gen.model, sample, 0, m, t),
         "naive": lambda: sample_naive(gen.model, sample, 0, m, t),
         "seqgen": sequence_generator_sampler(gen, b * m, t),
     }, sizes.trials, device, fewer={"naive": sizes.naive_trials})
@@ -788,7 +775,6 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         workdir = Path(args.workdir) if args.workdir else Path(
             stack.enter_context(tempfile.TemporaryDirectory(prefix="maligan_bench_")))
-        stack.enter_context(eos_banned())
         data = prepare_data(workdir / "data", sizes.vocab, sizes.data_lengths(),
                             max(sizes.batch, sizes.memory_batch, sizes.sweep_batch))
         gens = [Generator(name, data, arch, device) for name, arch in sizes.archs.items()]
@@ -801,7 +787,7 @@ def main() -> None:
         report.line(f"data: oracle text over V={sizes.vocab} symbols, fairseq-preprocess "
                     "--srcdict, batches from the task's dataset; naive sampler = "
                     f"{NAIVE_SAMPLER}; EOS banned in the project's "
-                    "samplers (bench-local wrap of sampling.banned_tokens), SequenceGenerator "
+                    "samplers (their banned= parameter), SequenceGenerator "
                     "min_len=max_len: every sample has exactly T tokens")
         report.line("models: " + ", ".join(
             f"{g.name} {g.params / 1e6:.2f}M params ({' '.join(g.arch[2:]) or 'defaults'})"

@@ -250,7 +250,7 @@ TRAIN_LOG_KEYS = (
     "loss", "mle_loss", "mle_tokens", "adv_loss", "disc_loss", "disc_updates",
     "disc_correct_real", "disc_real_rows", "disc_correct_fake", "disc_fake_rows",
     "disc_p_real", "disc_p_real_sq", "disc_p_fake", "disc_p_fake_sq",
-    "real_len", "real_eos", "fake_len", "fake_eos", "fake_clipped",
+    "real_len", "real_eos", "real_clipped", "fake_len", "fake_eos", "fake_clipped",
     "ess_sum", "ess_groups", "suffix_nll", "suffix_tokens", "kl_sum", "kl_rows",
     "skipped_updates",
 )
@@ -455,22 +455,23 @@ class AdversarialCriterion(FairseqCriterion):
         stats = {"disc_loss": loss.detach(), "disc_updates": 1}
         stats.update(self.row_statistics(real_logits, bundle.real, "real"))
         stats.update(self.row_statistics(bundle.fake_logits, fake_rows, "fake"))
-        fake_lengths = fake_rows.ne(self.padding_idx).sum(dim=1)
-        ended = fake_rows.eq(self.eos_idx).any(dim=1)
-        stats["fake_clipped"] = (fake_lengths.ge(self.max_len) & ~ended).sum()
         return loss, stats
 
     def row_statistics(self, logits: Tensor, rows: Tensor, kind: str) -> dict:
-        """Summed diagnostics of real or fake rows: D's accuracy and probability, length, EOS."""
+        """Summed diagnostics of real or fake rows: D's accuracy and probability, length, EOS,
+        and how many were cut at the length cap (no EOS)."""
         prob = torch.sigmoid(logits.float())
         correct = logits.gt(0) if kind == "real" else logits.le(0)
+        lengths = rows.ne(self.padding_idx).sum(dim=1)
+        ended = rows.eq(self.eos_idx).any(dim=1)
         return {
             f"disc_correct_{kind}": correct.sum(),
             f"disc_{kind}_rows": logits.numel(),
             f"disc_p_{kind}": prob.sum(),
             f"disc_p_{kind}_sq": prob.pow(2).sum(),
-            f"{kind}_len": rows.ne(self.padding_idx).sum(),
-            f"{kind}_eos": rows.eq(self.eos_idx).any(dim=1).sum(),
+            f"{kind}_len": lengths.sum(),
+            f"{kind}_eos": ended.sum(),
+            f"{kind}_clipped": (lengths.ge(self.max_len) & ~ended).sum(),
         }
 
     def generator_loss(self, model, sample: dict, bundle: SampleBundle) -> tuple[Tensor, dict]:
@@ -632,6 +633,7 @@ class AdversarialCriterion(FairseqCriterion):
             ratio(f"sample/len_{kind}", f"{kind}_len", rows)
             ratio(f"sample/eos_{kind}", f"{kind}_eos", rows)
         ratio("sample/clipped_ratio", "fake_clipped", "disc_fake_rows")
+        ratio("sample/clipped_real", "real_clipped", "disc_real_rows")
         ratio("sample/entropy", "suffix_nll", "suffix_tokens")
         ratio("sample/nll_oracle", "oracle_nll_sum", "oracle_tokens")
         ratio("sample/oracle_invalid", "oracle_invalid_rows", "oracle_rows")

@@ -117,6 +117,7 @@ def test_perfect_generator_leaves_discriminator_at_chance(chain_data, arch):
     assert totals["real_eos"] == totals["disc_real_rows"]
     assert totals["fake_eos"] / totals["disc_fake_rows"] > 0.995
     assert totals["fake_clipped"] / totals["disc_fake_rows"] < 0.005
+    assert totals["real_clipped"] == 0
     real_len = totals["real_len"] / totals["disc_real_rows"]
     fake_len = totals["fake_len"] / totals["disc_fake_rows"]
     assert abs(real_len - fake_len) < 0.1 * real_len  # ~4 standard errors; a cap cuts ~30 %
@@ -154,4 +155,6 @@ def test_rows_cut_at_the_cap_look_alike(lm_data):
     real = torch.tensor([[7, 8, 9, 10, 11, 12, eos], [7, 8, eos, pad, pad, pad, pad]])
     sampled = torch.tensor([[7, 8, 9, 10, 11], [7, 8, eos, pad, pad]])
     assert torch.equal(format_rows(real, pad, criterion.max_len), sampled)
+    stats = criterion.row_statistics(torch.zeros(2), format_rows(real, pad, 5), "real")
+    assert int(stats["real_clipped"]) == 1 and int(stats["real_eos"]) == 1
     assert format_rows(torch.tensor([[7, eos, pad, pad]]), pad, 5).shape == (1, 2)

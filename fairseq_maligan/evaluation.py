@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from .errors import ConfigError
 from .metrics import TOKENIZERS, ReferenceBLEU, self_bleu
 from .oracle import Oracle
+from .patches import check_config_strings
 from .sampling import output_scores, sample_sentences
 
 BLEU_SETTINGS = ("tokenize", "self_bleu_samples")
@@ -64,6 +65,7 @@ def load_generator(path: str, data: str | None = None) -> tuple[nn.Module, Fairs
     """
     if not os.path.isfile(path):
         raise ConfigError(f"--path: no such checkpoint: {path}")
+    check_config_strings(torch.load(path, map_location="cpu", weights_only=True), path)
     overrides = {} if data is None else {"data": data}
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [path], arg_overrides=overrides

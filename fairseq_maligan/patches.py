@@ -13,6 +13,9 @@
 - ``Trainer.load_checkpoint``, when loading fails, compares the checkpoint's parameter
   shapes with the model's and explains in one line why it does not fit (most often: it
   was trained with another dictionary); other failures pass through unchanged.
+- ``check_config_strings`` refuses, before any model is built, a checkpoint whose config
+  holds a non-literal expression that fairseq would ``eval()`` (the plugin's own loaders
+  call it; stock tools do not).
 - torch's safe loader is told about the classes that fairseq's own checkpoints and its
   rank-to-rank state broadcast contain (``argparse.Namespace``, omegaconf containers).
 """
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import shutil
 import typing
@@ -51,6 +55,47 @@ def stock_checkpoint_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
         cfg["task"] = {k: v for k, v in task_cfg.items() if k in known}
         cfg["task"]["_name"] = stock
     return cfg
+
+
+CHECKED_SECTIONS = ("model", "task", "criterion", "optimizer", "lr_scheduler")
+"""Config sections whose strings fairseq may ``eval`` while building a model or task."""
+
+
+def check_config_strings(state: dict[str, Any], filename: str) -> None:
+    """Refuse a checkpoint whose config holds an expression that is not a plain literal.
+
+    fairseq ``eval()``s some string options while it builds a model (e.g.
+    ``adaptive_softmax_cutoff`` through ``utils.eval_str_list``), so a crafted checkpoint
+    would run code in any tool that loads it. Every string with a bracket in the model,
+    task, criterion, optimizer and scheduler sections (and in a legacy ``args``) must be a
+    Python literal; names and paths without brackets cannot call anything.
+    """
+
+    def visit(value: Any, where: str) -> None:
+        if isinstance(value, argparse.Namespace):
+            value = vars(value)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key != "data":
+                    visit(item, f"{where}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                visit(item, f"{where}[{index}]")
+        elif isinstance(value, str) and any(mark in value for mark in "([{"):
+            try:
+                ast.literal_eval(value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                raise ConfigError(
+                    f"{filename}: {where} is {value[:60]!r}, not a literal; fairseq would "
+                    "eval() it when building the model, so the file is not loaded"
+                ) from None
+
+    cfg = state.get("cfg") or {}
+    for section in CHECKED_SECTIONS:
+        if isinstance(cfg, dict) and section in cfg:
+            visit(cfg[section], f"cfg.{section}")
+    if state.get("args") is not None:
+        visit(state["args"], "args")
 
 
 def _train_step(original):

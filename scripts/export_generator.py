@@ -17,7 +17,7 @@ import os
 import torch
 
 from fairseq_maligan.errors import ConfigError, install_excepthook
-from fairseq_maligan.patches import stock_checkpoint_cfg
+from fairseq_maligan.patches import check_config_strings, stock_checkpoint_cfg
 
 
 def export(source: str, target: str) -> None:
@@ -25,6 +25,7 @@ def export(source: str, target: str) -> None:
     if not os.path.isfile(source):
         raise ConfigError(f"no such checkpoint: {source}")
     state = torch.load(source, map_location="cpu", weights_only=True)
+    check_config_strings(state, source)
     history = state.get("optimizer_history") or [{}]
     exported = {
         "args": None,

@@ -69,3 +69,24 @@ def test_pretrained_discriminator_loads_with_disc_path(lm_data, maligan_checkpoi
     loaded = criterion.discriminator.state_dict()
     assert loaded.keys() == saved["model"].keys()
     assert all(torch.equal(loaded[k], saved["model"][k]) for k in loaded)
+
+
+@pytest.mark.parametrize("tool", ["sample.py", "export_generator.py"])
+def test_a_crafted_checkpoint_runs_no_code(maligan_checkpoint, tmp_path, tool):
+    """fairseq eval()s adaptive_softmax_cutoff while building the model: the plugin's
+    loaders refuse the file first, and the payload never runs."""
+    marker = tmp_path / "payload-ran"
+    state = torch.load(maligan_checkpoint, weights_only=True)
+    state["cfg"]["model"]["adaptive_softmax_cutoff"] = (
+        f"__import__('pathlib').Path({str(marker)!r}).touch() or [10]")
+    crafted = tmp_path / "crafted.pt"
+    torch.save(state, crafted)
+    args = (["--path", str(crafted), "--num", "2", "--max-len", "5"] if tool == "sample.py"
+            else [str(crafted), str(tmp_path / "out.pt")])
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / tool), *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and not marker.exists()
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "cfg.model.adaptive_softmax_cutoff" in last and "not a literal" in last
+    assert not (tmp_path / "out.pt").exists()

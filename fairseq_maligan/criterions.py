@@ -29,8 +29,6 @@ turns into the metrics that fairseq logs (``adv/``, ``disc/``, ``sample/`` group
 import copy
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -52,7 +50,7 @@ from .discriminators import (
     validate_discriminator,
 )
 from .errors import ConfigError
-from .sampling import rollout_scores, sample_continuations, token_log_probs
+from .sampling import rollout_scores, sample_continuations, token_log_probs, training_mode
 
 logger = logging.getLogger(__name__)
 
@@ -201,17 +199,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module"):
         model = model.module
     return model
-
-
-@contextmanager
-def training_mode(module: nn.Module, training: bool) -> Iterator[nn.Module]:
-    """``module`` in train or eval mode for a block, then back in the mode it was in."""
-    was_training = module.training
-    module.train(training)
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 @dataclass

@@ -14,11 +14,23 @@ Rows are laid out group-major: continuation ``j`` of row ``i`` is row ``i * m + 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor
+
+
+@contextmanager
+def training_mode(module: torch.nn.Module, training: bool) -> Iterator[torch.nn.Module]:
+    """``module`` in train or eval mode for a block, then back in the mode it was in."""
+    was_training = module.training
+    module.train(training)
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def is_encoder_decoder(model: torch.nn.Module) -> bool:
@@ -225,9 +237,7 @@ def sample_continuations(
     dictionary = model.decoder.dictionary
     pad, eos = dictionary.pad(), dictionary.eos()
 
-    was_training = model.training
-    model.eval()
-    try:
+    with training_mode(model, False):
         state = (RecomputeState if recompute_prefix else DecoderState)(model, sample)
         prefix = target[:, :prefix_len]
         tokens = torch.cat([first_decoder_input(model, sample), prefix], dim=1)
@@ -240,8 +250,6 @@ def sample_continuations(
         rows = continue_rows(
             state, tokens[order], finished[order], max_len, temperature, generator, banned
         )
-    finally:
-        model.train(was_training)
     return rows[:, 1:]
 
 
@@ -404,9 +412,7 @@ def rollout_scores(
     if not steps:
         return values
     per_group = max(1, max_rows // (count * num_rollouts))
-    was_training = policy.training
-    policy.eval()
-    try:
+    with training_mode(policy, False):
         state = (RecomputeState if recompute_prefix else DecoderState)(policy, sample)
         state.reorder(order)
         inputs = torch.cat([first_decoder_input(policy, sample)[order], rows], dim=1)
@@ -421,8 +427,6 @@ def rollout_scores(
             expand = order.repeat_interleave(num_rollouts).repeat(len(group))
             scores = score(completions, expand).float()
             values[:, group] = scores.view(len(group), count, num_rollouts).transpose(0, 1)
-    finally:
-        policy.train(was_training)
     return values
 
 

@@ -12,8 +12,8 @@ import torch
 from conftest import LM_DATA, TINY_TRANSFORMER, build, run_cli
 from fairseq.models import FairseqIncrementalDecoder, FairseqLanguageModel
 
-from fairseq_maligan.criterions import training_mode
 from fairseq_maligan.discriminators import Discriminator, DiscriminatorConfig, format_rows
+from fairseq_maligan.sampling import training_mode
 
 VOCAB, STOP, LIMIT = 12, 0.15, 64
 

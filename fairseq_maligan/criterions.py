@@ -14,9 +14,9 @@ fairseq model. Each update is one joint step in three stages that pass one
    ``adversarial_loss`` on the sampled suffixes, from one teacher-forced forward.
 
 The discriminator and generator losses are summed into one backward; each touches only its
-own parameters (the weights are detached and samples are discrete). ``maligan_adam``
-gives the discriminator its own learning rate and clipping and leaves a group that a
-step did not use alone.
+own parameters (the weights are detached and samples are discrete). The task steps
+only the parameter groups that the update's loss reached (``groups_for_update``), and
+``maligan_adam`` gives the discriminator its own learning rate and clipping.
 
 Losses are per target token, like fairseq's cross-entropy: the MLE term sums the NLL of the
 clamped prefix tokens and the adversarial term sums, for each row, the weighted
@@ -36,21 +36,23 @@ import torch
 from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import ChoiceEnum
+from fairseq.distributed import utils as distributed_utils
 from fairseq.optim import FairseqOptimizer
 from fairseq.tasks.language_modeling import LanguageModelingTask
 from fairseq.tasks.translation import TranslationTask
 from torch import Tensor, nn
 
 from .discriminators import (
-    Discriminator,
     DiscriminatorConfig,
+    build_discriminator,
     discriminator_bce,
     format_rows,
-    load_discriminator,
     validate_discriminator,
 )
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
+from .optim import GENERATOR_GROUP, MaliganAdam
 from .sampling import rollout_scores, sample_continuations, token_log_probs, training_mode
+from .tasks import adopt_adversarial_steps
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,11 @@ class AdversarialConfig(DiscriminatorConfig):
         default=None,
         metadata={"help": "pretrained discriminator (scripts/pretrain_discriminator.py)"},
     )
+    max_skipped_updates: int = field(
+        default=20,
+        metadata={"help": "stop the run after this many consecutive steps whose loss was "
+                  "not finite (each is skipped, nothing moves)"},
+    )
 
 
 def validate_adversarial(cfg: AdversarialConfig, limit: Optional[int] = None) -> None:
@@ -127,7 +134,7 @@ def validate_adversarial(cfg: AdversarialConfig, limit: Optional[int] = None) ->
     validate_discriminator(cfg)
     at_least = {"num_samples": 1, "prefix_decay_updates": 1, "disc_steps": 1,
                 "prefix_decay": 0, "prefix_min": 0, "disc_warmup_updates": 0,
-                "prefix_init": 0, "sample_max_len": 1}
+                "prefix_init": 0, "sample_max_len": 1, "max_skipped_updates": 1}
     for name, low in at_least.items():
         value = getattr(cfg, name)
         if value is not None and value < low:
@@ -201,6 +208,112 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def require_maligan_adam(optimizer, criterion: str) -> None:
+    """The discriminator's own learning rate and clipping need ``maligan_adam``."""
+    inner = optimizer
+    for attr in ("fp32_optimizer", "wrapped_optimizer"):
+        inner = getattr(inner, attr, inner)
+    if isinstance(inner, FairseqOptimizer) and not isinstance(inner, MaliganAdam):
+        raise ConfigError(
+            f"--criterion {criterion} trains a discriminator at --disc-lr with its own "
+            f"--disc-clip-norm, which needs --optimizer maligan_adam (got "
+            f"{type(inner).__name__})"
+        )
+
+
+def check_ranks_agree(cfg: AdversarialConfig, criterion: str) -> None:
+    """Every rank must train the same objective: criterion options that differ between
+    ranks (separate command lines, one per machine) stop every rank with one line."""
+    if not torch.distributed.is_initialized():
+        return
+    if distributed_utils.get_data_parallel_world_size() < 2:
+        return
+    items = cfg.items() if hasattr(cfg, "items") else vars(cfg).items()
+    options = {str(key): str(value) for key, value in items}
+    gathered: list = [None] * distributed_utils.get_data_parallel_world_size()
+    torch.distributed.all_gather_object(
+        gathered, options, group=distributed_utils.get_data_parallel_group()
+    )
+    rank = distributed_utils.get_data_parallel_rank()
+    for other, theirs in enumerate(gathered):
+        for key in sorted(set(options) | set(theirs)):
+            if options.get(key) != theirs.get(key):
+                raise ConfigError(
+                    f"--criterion {criterion}: ranks disagree on {_option(key)}: rank {rank} "
+                    f"has {options.get(key)}, rank {other} has {theirs.get(key)}; every rank "
+                    "needs the same options"
+                )
+
+
+def row_statistics(logits: Tensor, rows: Tensor, kind: str, pad: int, eos: int,
+                   max_len: int) -> dict:
+    """Summed diagnostics of real or fake rows: D's accuracy and probability, length, EOS,
+    and how many were cut at the length cap (no EOS)."""
+    prob = torch.sigmoid(logits.float())
+    correct = logits.gt(0) if kind == "real" else logits.le(0)
+    lengths = rows.ne(pad).sum(dim=1)
+    ended = rows.eq(eos).any(dim=1)
+    return {
+        f"disc_correct_{kind}": correct.sum(),
+        f"disc_{kind}_rows": logits.numel(),
+        f"disc_p_{kind}": prob.sum(),
+        f"disc_p_{kind}_sq": prob.pow(2).sum(),
+        f"{kind}_len": lengths.sum(),
+        f"{kind}_eos": ended.sum(),
+        f"{kind}_clipped": (lengths.ge(max_len) & ~ended).sum(),
+    }
+
+
+def log_metrics(logging_outputs: list[dict]) -> None:
+    """Sums to metrics: ``loss``/``nll_loss``/``ppl`` as fairseq's, then TRL-style groups."""
+
+    def total(key: str) -> float:
+        return float(sum(float(log.get(key, 0)) for log in logging_outputs))
+
+    ln2 = math.log(2)
+    sample_size = total("sample_size")
+    metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / ln2, sample_size, round=3)
+    if any("nll_loss" in log for log in logging_outputs):
+        metrics.log_scalar(
+            "nll_loss", total("nll_loss") / max(sample_size, 1) / ln2, sample_size, round=3
+        )
+        metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
+
+    def ratio(name: str, numerator: str, denominator: str, scale: float = 1.0) -> None:
+        count = total(denominator)
+        if count > 0:
+            metrics.log_scalar(name, total(numerator) / count * scale, count, round=3)
+
+    def spread(name: str, values: str, squares: str, count_key: str) -> None:
+        count = total(count_key)
+        if count > 0:
+            mean = total(values) / count
+            variance = max(total(squares) / count - mean * mean, 0.0)
+            metrics.log_scalar(name, math.sqrt(variance), count, round=3)
+
+    ratio("mle/loss", "mle_loss", "mle_tokens", 1 / ln2)
+    if any("adv_loss" in log for log in logging_outputs):
+        ratio("adv/loss", "adv_loss", "sample_size", 1 / ln2)
+    ratio("adv/ess", "ess_sum", "ess_groups")
+    ratio("adv/kl", "kl_sum", "kl_rows")
+    ratio("adv/prefix_len", "prefix_len", "batches")
+    ratio("disc/loss", "disc_loss", "disc_updates")
+    for kind in ("real", "fake"):
+        rows = f"disc_{kind}_rows"
+        ratio(f"disc/acc_{kind}", f"disc_correct_{kind}", rows)
+        ratio(f"disc/p_{kind}", f"disc_p_{kind}", rows)
+        spread(f"disc/p_{kind}_std", f"disc_p_{kind}", f"disc_p_{kind}_sq", rows)
+        ratio(f"sample/len_{kind}", f"{kind}_len", rows)
+        ratio(f"sample/eos_{kind}", f"{kind}_eos", rows)
+    ratio("sample/clipped_ratio", "fake_clipped", "disc_fake_rows")
+    ratio("sample/clipped_real", "real_clipped", "disc_real_rows")
+    ratio("sample/entropy", "suffix_nll", "suffix_tokens")
+    ratio("sample/nll_oracle", "oracle_nll_sum", "oracle_tokens")
+    ratio("sample/oracle_invalid", "oracle_invalid_rows", "oracle_rows")
+    if total("skipped_updates") > 0:
+        metrics.log_scalar("skipped_updates", total("skipped_updates"), weight=0, round=0)
+
+
 @dataclass
 class SampleBundle:
     """One step's samples, built once by ``generate`` and read by every later stage.
@@ -245,11 +358,55 @@ TRAIN_LOG_KEYS = (
 outputs of all ranks in one all-reduce, which needs the same keys everywhere."""
 
 
-class AdversarialCriterion(FairseqCriterion):
+class FrozenCopies(nn.Module):
+    """Frozen copies of the generator kept in a criterion's state: made at the first step
+    (the generator is not known before), saved with the criterion and restored on resume
+    (held back until the copy exists)."""
+
+    frozen_copies: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: dict[str, dict[str, Tensor]] = {}
+
+    def frozen_copy(self, name: str, model: nn.Module) -> nn.Module:
+        """The frozen generator copy ``name``: the saved one, else the generator as it is now."""
+        existing = self._modules.get(name)
+        if existing is not None:
+            return existing
+        frozen = copy.deepcopy(unwrap(model)).requires_grad_(False).eval()
+        if name in self._pending:
+            frozen.load_state_dict(self._pending.pop(name))
+        self.add_module(name, frozen)
+        return frozen
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, **kwargs: Any):
+        """Accept an MLE checkpoint's empty state; keep saved copies until they are made."""
+        if not state_dict:
+            logger.info("no criterion state in the checkpoint: the criterion is kept as built")
+            return None
+        state_dict = dict(state_dict)
+        for name in self.frozen_copies:
+            if self._modules.get(name) is None:
+                prefix = name + "."
+                pending = {k[len(prefix):]: state_dict.pop(k)
+                           for k in list(state_dict) if k.startswith(prefix)}
+                if pending:
+                    self._pending[name] = pending
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any):
+        state = super().state_dict(*args, **kwargs)
+        for name, pending in self._pending.items():
+            for key, value in pending.items():
+                state[f"{name}.{key}"] = value
+        return state
+
+
+class AdversarialCriterion(FrozenCopies, FairseqCriterion):
     """The joint step, the discriminator, the schedule and the metrics of every criterion."""
 
-    frozen_copies: tuple[str, ...] = ("reference",)
-    """Frozen copies of the generator kept in the criterion state (made at the first step)."""
+    frozen_copies = ("reference",)
 
     def __init__(self, cfg: AdversarialConfig, task) -> None:
         super().__init__(task)
@@ -270,87 +427,62 @@ class AdversarialCriterion(FairseqCriterion):
         self.padding_idx = task.target_dictionary.pad()
         self.eos_idx = task.target_dictionary.eos()
         self.num_updates = 0
+        self._reached: set[str] = set()
+        self._skipped_in_a_row = 0
         self.sampler_options: dict[str, Any] = {}
         self.rollout_options: dict[str, Any] = {}
         """Extra keyword arguments of ``sample_continuations`` and ``rollout_scores``
         (``banned``, ``recompute_prefix``): how ``scripts/bench.py`` runs the reference
         implementations and samples of a fixed length inside a training step."""
         self._refreshed_at = -1
-        self._pending: dict[str, dict[str, Tensor]] = {}
         self._optimizer_checked = False
         conditional = isinstance(task, TranslationTask)
-        if cfg.disc_path:
-            self.discriminator = load_discriminator(
-                cfg.disc_path, task.target_dictionary, task.source_dictionary, conditional
-            )
-        else:
-            self.discriminator = Discriminator(
-                cfg, task.target_dictionary, task.source_dictionary, conditional
-            )
+        self.discriminator = build_discriminator(
+            cfg, task.target_dictionary, task.source_dictionary, conditional
+        )
         for param in self.discriminator.parameters():
             param.param_group = DISCRIMINATOR_GROUP
             param.optim_overrides = {"lr": cfg.disc_lr, "clip_norm": cfg.disc_clip_norm}
+        adopt_adversarial_steps(task, self)
+        check_ranks_agree(cfg, name)
 
     # -- state ------------------------------------------------------------------------
 
-    def set_num_updates(self, num_updates: int) -> None:
-        """Called before each training step (see ``fairseq_maligan.patches``)."""
-        self.num_updates = num_updates
+    def begin_update(self, update_num: int, optimizer=None) -> None:
+        """Called by the task before each forward of update ``update_num``."""
+        if update_num != self.num_updates:
+            self._reached = set()
+        self.num_updates = update_num
+        if optimizer is not None:
+            self.check_optimizer(optimizer)
 
     def check_optimizer(self, optimizer) -> None:
-        """The discriminator's own learning rate and clipping need ``maligan_adam``."""
-        if self._optimizer_checked:
-            return
-        from .optim import MaliganAdam
+        """At the start of a run (see ``patches``) and before the first step."""
+        if not self._optimizer_checked:
+            require_maligan_adam(optimizer, self.name)
+            self._optimizer_checked = True
 
-        inner = optimizer
-        for attr in ("fp32_optimizer", "wrapped_optimizer"):
-            inner = getattr(inner, attr, inner)
-        if isinstance(inner, FairseqOptimizer) and not isinstance(inner, MaliganAdam):
-            raise ConfigError(
-                f"--criterion {self.name} trains a discriminator at --disc-lr with its "
-                f"own --disc-clip-norm, which needs --optimizer maligan_adam (got "
-                f"{type(inner).__name__})"
-            )
-        self._optimizer_checked = True
+    def groups_for_update(self) -> set[str]:
+        """The parameter groups that this update's loss reached on any rank (then forgets).
 
-    def frozen_copy(self, name: str, model: nn.Module) -> nn.Module:
-        """The frozen generator copy ``name``: the saved one, else the generator as it is now."""
-        existing = self._modules.get(name)
-        if existing is not None:
-            return existing
-        frozen = copy.deepcopy(unwrap(model)).requires_grad_(False).eval()
-        if name in self._pending:
-            frozen.load_state_dict(self._pending.pop(name))
-        self.add_module(name, frozen)
-        return frozen
+        Decided by the schedule and the batch in ``forward``: the generator's group when
+        it moves, the discriminator's when there were sampled rows to judge, neither for
+        a skipped (non-finite) step. Ranks agree by taking the union.
+        """
+        names = (GENERATOR_GROUP, DISCRIMINATOR_GROUP)
+        reached = torch.tensor([float(name in self._reached) for name in names])
+        if distributed_utils.get_data_parallel_world_size() > 1:
+            device = next(self.discriminator.parameters()).device
+            reached = distributed_utils.all_reduce(
+                reached.to(device), group=distributed_utils.get_data_parallel_group()
+            ).cpu()
+        self._reached = set()
+        return {name for name, flag in zip(names, reached.tolist()) if flag > 0}
 
     def refresh_copies(self, model: nn.Module) -> None:
         """Once per update, before anything is sampled: make the frozen copies exist."""
         if not self.cfg.no_kl_reference:
             self.frozen_copy("reference", model)
-
-    def load_state_dict(self, state_dict: Any, strict: bool = True, **kwargs: Any):
-        """Accept an MLE checkpoint's empty state; keep saved copies until they are made."""
-        if not state_dict:
-            logger.info("no criterion state in the checkpoint: discriminator kept as built")
-            return None
-        state_dict = dict(state_dict)
-        for name in self.frozen_copies:
-            if self._modules.get(name) is None:
-                prefix = name + "."
-                pending = {k[len(prefix):]: state_dict.pop(k)
-                           for k in list(state_dict) if k.startswith(prefix)}
-                if pending:
-                    self._pending[name] = pending
-        return super().load_state_dict(state_dict, strict=strict, **kwargs)
-
-    def state_dict(self, *args: Any, **kwargs: Any):
-        state = super().state_dict(*args, **kwargs)
-        for name, pending in self._pending.items():
-            for key, value in pending.items():
-                state[f"{name}.{key}"] = value
-        return state
 
     # -- phases -----------------------------------------------------------------------
 
@@ -378,26 +510,43 @@ class AdversarialCriterion(FairseqCriterion):
         ntokens = _ntokens(sample, self.padding_idx)
         generator_moves = self.generator_moves()
         bundle = self.generate(model, sample, prefix_len, self.cfg.num_samples)
+        reached = {GENERATOR_GROUP} if generator_moves else set()
         if bundle is None:
             loss, stats = self.mle_only(model, sample, ntokens, generator_moves)
         else:
             disc_loss, stats = self.score(sample, bundle)
             loss = ntokens * disc_loss
+            reached.add(DISCRIMINATOR_GROUP)
             if generator_moves:
                 generator_loss, generator_stats = self.generator_loss(model, sample, bundle)
                 loss = loss + generator_loss
                 stats.update(generator_stats)
-        if not bool(torch.isfinite(loss)):
-            logger.warning(
-                "non-finite adversarial loss (%s) at update %d: update skipped, parameters "
-                "unchanged", float(loss), self.num_updates,
-            )
-            loss, stats = self._zero_loss(model), {"skipped_updates": 1}
+        if bool(torch.isfinite(loss)):
+            self._skipped_in_a_row = 0
+        else:
+            loss, stats, reached = self.skip(model, float(loss)), {"skipped_updates": 1}, set()
+        self._reached |= reached
         logging_output: dict[str, Any] = dict.fromkeys(TRAIN_LOG_KEYS, 0)
         logging_output.update(stats)
         logging_output.update(ntokens=ntokens, nsentences=target.size(0), sample_size=ntokens,
                               prefix_len=prefix_len, batches=1)
         return loss, ntokens, logging_output
+
+    def skip(self, model, value: float) -> Tensor:
+        """A loss that moves nothing, for a step whose loss is ``value`` (not finite); the
+        run stops after ``--max-skipped-updates`` such steps in a row."""
+        self._skipped_in_a_row += 1
+        limit = self.cfg.max_skipped_updates
+        if self._skipped_in_a_row >= limit:
+            raise TrainingError(
+                f"{limit} steps in a row had a non-finite loss (last: {value} at update "
+                f"{self.num_updates}): stopping (--max-skipped-updates {limit}); the last "
+                "checkpoint is from before them: lower --lr or --disc-lr and resume"
+            )
+        logger.warning("non-finite loss (%s) at update %d: step skipped, parameters "
+                       "unchanged (%d in a row)", value, self.num_updates,
+                       self._skipped_in_a_row)
+        return self._zero_loss(model)
 
     def generate(self, model, sample: dict, prefix_len: int,
                  num_samples: int) -> Optional[SampleBundle]:
@@ -445,21 +594,7 @@ class AdversarialCriterion(FairseqCriterion):
         return loss, stats
 
     def row_statistics(self, logits: Tensor, rows: Tensor, kind: str) -> dict:
-        """Summed diagnostics of real or fake rows: D's accuracy and probability, length, EOS,
-        and how many were cut at the length cap (no EOS)."""
-        prob = torch.sigmoid(logits.float())
-        correct = logits.gt(0) if kind == "real" else logits.le(0)
-        lengths = rows.ne(self.padding_idx).sum(dim=1)
-        ended = rows.eq(self.eos_idx).any(dim=1)
-        return {
-            f"disc_correct_{kind}": correct.sum(),
-            f"disc_{kind}_rows": logits.numel(),
-            f"disc_p_{kind}": prob.sum(),
-            f"disc_p_{kind}_sq": prob.pow(2).sum(),
-            f"{kind}_len": lengths.sum(),
-            f"{kind}_eos": ended.sum(),
-            f"{kind}_clipped": (lengths.ge(self.max_len) & ~ended).sum(),
-        }
+        return row_statistics(logits, rows, kind, self.padding_idx, self.eos_idx, self.max_len)
 
     def generator_loss(self, model, sample: dict, bundle: SampleBundle) -> tuple[Tensor, dict]:
         """Stage 3: MLE on the clamped prefixes plus the criterion's loss on the suffixes.
@@ -579,53 +714,7 @@ class AdversarialCriterion(FairseqCriterion):
 
     @classmethod
     def reduce_metrics(cls, logging_outputs: list[dict]) -> None:
-        """Sums to metrics: ``loss``/``nll_loss``/``ppl`` as fairseq's, then TRL-style groups."""
-
-        def total(key: str) -> float:
-            return float(sum(float(log.get(key, 0)) for log in logging_outputs))
-
-        ln2 = math.log(2)
-        sample_size = total("sample_size")
-        metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / ln2, sample_size, round=3)
-        if any("nll_loss" in log for log in logging_outputs):
-            metrics.log_scalar(
-                "nll_loss", total("nll_loss") / max(sample_size, 1) / ln2, sample_size, round=3
-            )
-            metrics.log_derived("ppl", lambda meters: utils.get_perplexity(meters["nll_loss"].avg))
-
-        def ratio(name: str, numerator: str, denominator: str, scale: float = 1.0) -> None:
-            count = total(denominator)
-            if count > 0:
-                metrics.log_scalar(name, total(numerator) / count * scale, count, round=3)
-
-        def spread(name: str, values: str, squares: str, count_key: str) -> None:
-            count = total(count_key)
-            if count > 0:
-                mean = total(values) / count
-                variance = max(total(squares) / count - mean * mean, 0.0)
-                metrics.log_scalar(name, math.sqrt(variance), count, round=3)
-
-        ratio("mle/loss", "mle_loss", "mle_tokens", 1 / ln2)
-        if any("adv_loss" in log for log in logging_outputs):
-            ratio("adv/loss", "adv_loss", "sample_size", 1 / ln2)
-        ratio("adv/ess", "ess_sum", "ess_groups")
-        ratio("adv/kl", "kl_sum", "kl_rows")
-        ratio("adv/prefix_len", "prefix_len", "batches")
-        ratio("disc/loss", "disc_loss", "disc_updates")
-        for kind in ("real", "fake"):
-            rows = f"disc_{kind}_rows"
-            ratio(f"disc/acc_{kind}", f"disc_correct_{kind}", rows)
-            ratio(f"disc/p_{kind}", f"disc_p_{kind}", rows)
-            spread(f"disc/p_{kind}_std", f"disc_p_{kind}", f"disc_p_{kind}_sq", rows)
-            ratio(f"sample/len_{kind}", f"{kind}_len", rows)
-            ratio(f"sample/eos_{kind}", f"{kind}_eos", rows)
-        ratio("sample/clipped_ratio", "fake_clipped", "disc_fake_rows")
-        ratio("sample/clipped_real", "real_clipped", "disc_real_rows")
-        ratio("sample/entropy", "suffix_nll", "suffix_tokens")
-        ratio("sample/nll_oracle", "oracle_nll_sum", "oracle_tokens")
-        ratio("sample/oracle_invalid", "oracle_invalid_rows", "oracle_rows")
-        if total("skipped_updates") > 0:
-            metrics.log_scalar("skipped_updates", total("skipped_updates"), weight=0, round=0)
+        log_metrics(logging_outputs)
 
 
 def _ntokens(sample: dict, pad: int) -> int:

@@ -29,6 +29,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .files import DISCRIMINATOR, load_file
 
 
 def right_padded(tokens: Tensor, pad: int) -> Tensor:
@@ -232,36 +233,42 @@ def load_discriminator(
     conditional: bool = False,
 ) -> Discriminator:
     """A discriminator saved by :func:`save_discriminator` (safe ``weights_only`` load)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"--disc-path: no such file: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"--disc-path: {path} is a directory, not a file") from None
-    except Exception as error:
-        raise ConfigError(f"--disc-path: cannot read {path}: {error}") from None
-    arch = state.get("arch") if isinstance(state, dict) else None
-    if not isinstance(arch, dict) or set(arch) != set(ARCH_FIELDS) or "model" not in state:
+    state = load_file(path, "--disc-path", DISCRIMINATOR)
+    arch = state["arch"]
+    if not isinstance(arch, dict) or set(arch) != set(ARCH_FIELDS):
         raise ConfigError(
-            f"--disc-path: {path} is not a discriminator saved by this version "
-            "(scripts/pretrain_discriminator.py)"
+            f"--disc-path: {path} is a discriminator of another version of this plugin "
+            f"(its --disc-* fields: {sorted(arch) if isinstance(arch, dict) else arch})"
         )
-    if bool(state.get("conditional")) != conditional:
-        kind = "translation (conditional)" if state.get("conditional") else "language-model"
+    if bool(state["conditional"]) != conditional:
+        kind = "translation (conditional)" if state["conditional"] else "language-model"
         raise ConfigError(f"--disc-path: {path} is a {kind} discriminator; this task is not")
     disc = Discriminator(DiscriminatorConfig(**arch), dictionary, source_dictionary, conditional)
     own = disc.state_dict()
     for key, value in state["model"].items():
         if key in own and own[key].shape != value.shape:
+            if key.endswith("embed.weight"):
+                raise ConfigError(
+                    f"--disc-path: {path} was trained with a dictionary of {value.shape[0]} "
+                    f"symbols, the data has {own[key].shape[0]}"
+                )
             raise ConfigError(
-                f"--disc-path: {path} does not fit this data: {key} is "
-                f"{tuple(value.shape)} there, {tuple(own[key].shape)} here (another "
-                "dictionary?)"
+                f"--disc-path: {path} does not fit: {key} is {tuple(value.shape)} there, "
+                f"{tuple(own[key].shape)} here"
             )
-    try:
-        disc.load_state_dict(state["model"])
-    except RuntimeError as error:
-        raise ConfigError(
-            f"--disc-path: {path} does not fit: {str(error).splitlines()[0]}"
-        ) from None
+    missing = sorted(set(own) - set(state["model"]))
+    if missing:
+        raise ConfigError(f"--disc-path: {path} does not fit: it lacks {', '.join(missing[:3])}")
+    disc.load_state_dict(state["model"])
     return disc
+
+
+def build_discriminator(
+    cfg: DiscriminatorConfig, dictionary: Dictionary,
+    source_dictionary: Optional[Dictionary] = None, conditional: bool = False,
+) -> Discriminator:
+    """The discriminator in ``--disc-path`` if the config names one, else a new one."""
+    path = getattr(cfg, "disc_path", None)
+    if path:
+        return load_discriminator(path, dictionary, source_dictionary, conditional)
+    return Discriminator(cfg, dictionary, source_dictionary, conditional)

@@ -1,9 +1,17 @@
-"""Configuration errors that the command line reports in one line, not as a traceback."""
+"""Configuration errors that the command line reports in one line, not as a traceback.
+
+The ``argparse`` types below check an option's value where the option is declared, so a
+bad value stops the script at once with argparse's one line, ``prog: error: argument
+--option: must be ..., got VALUE`` (exit code 2), before any model or file is loaded.
+"""
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import sys
+from collections.abc import Callable
 from types import TracebackType
 
 
@@ -11,10 +19,14 @@ class ConfigError(ValueError):
     """Bad user input (an option, a file, a data set); the message names it."""
 
 
+class TrainingError(RuntimeError):
+    """A fault that stops a run (divergence, a full disk); the message says what to do."""
+
+
 def _excepthook(
     kind: type[BaseException], error: BaseException, traceback: TracebackType | None
 ) -> None:
-    if isinstance(error, ConfigError):
+    if isinstance(error, (ConfigError, TrainingError)):
         print(f"fairseq-maligan: error: {error}", file=sys.stderr)
         return
     _default_hook(kind, error, traceback)
@@ -24,7 +36,8 @@ _default_hook = sys.excepthook
 
 
 def install_excepthook() -> None:
-    """Print :class:`ConfigError` as one line; every other exception as usual.
+    """Print :class:`ConfigError` and :class:`TrainingError` as one line; every other
+    exception as usual.
 
     Only entry points install it: the project's scripts, and a fairseq command-line tool
     (``fairseq-train --user-dir ...``) when it imports the plugin. A program that merely
@@ -39,3 +52,71 @@ def fairseq_command_line() -> bool:
     program = os.path.basename(sys.argv[0]) if sys.argv else ""
     return str(getattr(spec, "name", "")).startswith("fairseq_cli.") or program.startswith(
         "fairseq-")
+
+
+def _number(text: str, kind: Callable[[str], float], valid: Callable[[float], bool],
+            what: str) -> float:
+    """``kind(text)`` if it converts and is ``valid``, else argparse's one-line error."""
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count, a size, a length, an n-gram order)."""
+    return int(_number(text, int, lambda value: value > 0, "a positive integer"))
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (a prefix length, where 0 means none)."""
+    return int(_number(text, int, lambda value: value >= 0, "an integer >= 0"))
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a temperature, a learning rate); nan and inf
+    are refused, as they would silently turn every result into nan."""
+    return _number(text, float, lambda value: math.isfinite(value) and value > 0,
+                   "a positive finite number")
+
+
+def existing_dir(text: str) -> str:
+    """argparse type: a directory that exists (a data directory to read)."""
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such directory: {text}")
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return text
+
+
+def output_file(text: str) -> str:
+    """argparse type: a file to write, whose folder exists, checked before the work that
+    produces its content (the folder is not created: a mistyped one should not be)."""
+    folder = os.path.dirname(text) or "."
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    if not os.path.isdir(folder):
+        state = "is a file" if os.path.exists(folder) else "does not exist"
+        raise argparse.ArgumentTypeError(f"the folder {folder} of {text} {state}")
+    return text
+
+
+def output_dir(text: str) -> str:
+    """argparse type: a folder to write into, created later with its missing parents; so
+    only a folder that cannot be created is refused (a file in its place or above it, or
+    an ancestor that is not writable)."""
+    if os.path.isdir(text):
+        return text
+    if os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    ancestor = os.path.dirname(os.path.abspath(text))
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise argparse.ArgumentTypeError(f"cannot create {text}: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot create {text}: {ancestor} is not writable")
+    return text

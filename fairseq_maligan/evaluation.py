@@ -28,7 +28,8 @@ from fairseq.data import Dictionary
 from fairseq.tasks import FairseqTask
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .errors import ConfigError, existing_dir
+from .files import GENERATOR, check_file, load_file, safe_loading
 from .metrics import TOKENIZERS, ReferenceBLEU, self_bleu
 from .oracle import Oracle
 from .patches import check_config_strings
@@ -44,7 +45,8 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generator checkpoint(s)")
     parser.add_argument("--name", action="extend", nargs="+",
                         help="one display name per --path")
-    parser.add_argument("--data", help="data directory (default: each checkpoint's)")
+    parser.add_argument("--data", type=existing_dir,
+                        help="data directory (default: each checkpoint's)")
     parser.add_argument("--split", default="test", help="binarised split for NLL-test")
 
 
@@ -57,19 +59,30 @@ def add_bleu_arguments(parser: argparse.ArgumentParser) -> None:
                         help="self-BLEU of the first N samples (default: all)")
 
 
-def load_generator(path: str, data: str | None = None) -> tuple[nn.Module, FairseqTask]:
+def load_generator(
+    path: str, data: str | None = None, option: str = "--path"
+) -> tuple[nn.Module, FairseqTask]:
     """A saved generator checkpoint and its task, the model in eval mode on CPU.
 
     ``data`` replaces the data directory recorded in the checkpoint (where the
-    dictionaries and binarised splits are looked up).
+    dictionaries and binarised splits are looked up). A file that is not a readable
+    generator checkpoint, or a data directory without its dictionary, is a
+    :class:`ConfigError` naming ``option`` (the command-line option that gave ``path``).
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f"--path: no such checkpoint: {path}")
-    check_config_strings(torch.load(path, map_location="cpu", weights_only=True), path)
+    check_config_strings(load_file(path, option, GENERATOR), path)
     overrides = {} if data is None else {"data": data}
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [path], arg_overrides=overrides
-    )
+    try:
+        with safe_loading():
+            models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+                [path], arg_overrides=overrides
+            )
+    except FileNotFoundError as error:
+        hint = (f"is {data} the data directory the checkpoint was trained on?" if data
+                else "the data directory recorded in the checkpoint; give another with --data")
+        raise ConfigError(
+            f"{option}: loading {path} needs {error.filename or error}, which does not exist "
+            f"({hint})"
+        ) from None
     return models[0].eval(), task
 
 
@@ -100,11 +113,12 @@ def detokenize(rows: Tensor, dictionary: Dictionary) -> list[str]:
 
 def read_references(path: str) -> list[str]:
     """The non-empty lines of a reference text file."""
+    check_file(path, "--references")
     try:
-        with open(path) as lines:
+        with open(path, encoding="utf-8") as lines:
             references = [line.strip() for line in lines if line.strip()]
-    except FileNotFoundError:
-        raise ConfigError(f"--references: no such file: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--references: {path} is not a UTF-8 text file") from None
     if not references:
         raise ConfigError(f"--references: no sentences in {path}")
     return references
@@ -241,7 +255,7 @@ def temperature_sweep(
     if (oracle is None) == (references is None):
         raise ConfigError("a temperature sweep needs exactly one of --oracle and --references")
     if oracle is not None:
-        oracle_model, bleus, test_split = Oracle.load(oracle), None, split
+        oracle_model, bleus, test_split = Oracle.load(oracle, "--oracle"), None, split
         quality, diversity = "nll_oracle", "nll_test"
     else:
         bleus = {max_order: ReferenceBLEU(read_references(references), max_order, tokenize)}

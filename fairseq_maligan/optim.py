@@ -5,10 +5,10 @@ group with the settings in their ``optim_overrides``: the learning rate (``--dis
 constant: the lr scheduler drives the generator group only) and the clipping norm
 (``--disc-clip-norm``; ``--clip-norm`` clips the generator group alone, so the
 discriminator's gradient never decides how far the generator steps). These settings are
-the command line's also on resume, not the checkpoint's. A group whose gradients are all
-zero or absent in a step (the generator during discriminator-only steps, or the
-discriminator when a batch has nothing to discriminate) is skipped: its Adam moments, step
-count and weight decay stay as they were.
+the command line's also on resume, not the checkpoint's. ``step(groups=...)`` (how the
+plugin's tasks step, see ``tasks.AdversarialSteps``) steps the named groups alone: a group
+left out keeps its parameters, Adam moments, step count and weight decay as they were.
+Without ``groups`` every group steps, as fairseq's Adam does.
 """
 
 import logging
@@ -22,6 +22,8 @@ from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 logger = logging.getLogger(__name__)
 
 GROUP_KEY = "maligan_group"
+GENERATOR_GROUP = "default"
+"""The group of unmarked parameters: the generator's."""
 
 
 @dataclass
@@ -35,8 +37,8 @@ def _split_groups(params: list) -> list[dict]:
         return params
     groups: dict[str, list] = {}
     for param in params:
-        groups.setdefault(getattr(param, "param_group", "default"), []).append(param)
-    ordered = [{"params": groups.pop("default", []), GROUP_KEY: "default"}]
+        groups.setdefault(getattr(param, "param_group", GENERATOR_GROUP), []).append(param)
+    ordered = [{"params": groups.pop(GENERATOR_GROUP, []), GROUP_KEY: GENERATOR_GROUP}]
     for name, members in groups.items():
         overrides = getattr(members[0], "optim_overrides", None) or {}
         ordered.append({"params": members, GROUP_KEY: name, **overrides})
@@ -58,7 +60,7 @@ class MaliganAdam(FairseqAdam):
         groups = _split_groups(params)
         self._overrides = {
             group[GROUP_KEY]: {k: group[k] for k in ("lr", "clip_norm") if k in group}
-            for group in groups if group.get(GROUP_KEY, "default") != "default"
+            for group in groups if group.get(GROUP_KEY, GENERATOR_GROUP) != GENERATOR_GROUP
         }
         super().__init__(cfg, groups)
 
@@ -66,7 +68,7 @@ class MaliganAdam(FairseqAdam):
         """Restore the moments; a marked group keeps this run's own ``--disc-*`` settings."""
         super().load_state_dict(state_dict, optimizer_overrides)
         for group in self.param_groups:
-            group.update(self._overrides.get(group.get(GROUP_KEY, "default"), {}))
+            group.update(self._overrides.get(group.get(GROUP_KEY, GENERATOR_GROUP), {}))
 
     def clip_grad_norm(self, max_norm: float, aggregate_norm_fn=None) -> torch.Tensor:
         """Clip each group by its own norm; returns the generator's (a non-finite one wins)."""
@@ -82,16 +84,17 @@ class MaliganAdam(FairseqAdam):
     def set_lr(self, lr: float) -> None:
         """The scheduler's learning rate applies to the generator group only."""
         for group in self.param_groups:
-            if group.get(GROUP_KEY, "default") == "default":
+            if group.get(GROUP_KEY, GENERATOR_GROUP) == GENERATOR_GROUP:
                 group["lr"] = lr
 
     def get_lr(self) -> float:
         return self.param_groups[0]["lr"]
 
     def step(self, closure=None, scale: float = 1.0, groups=None) -> None:
-        for group in self.param_groups:
-            grads = [p.grad for p in group["params"] if p.grad is not None]
-            if not grads or not bool(torch.stack([g.abs().max() for g in grads]).max() > 0):
-                for param in group["params"]:
-                    param.grad = None
-        super().step(closure, scale, groups)
+        """Step every group, or only those named in ``groups``."""
+        if groups is not None:
+            for group in self.param_groups:
+                if group.get(GROUP_KEY, GENERATOR_GROUP) not in groups:
+                    for param in group["params"]:
+                        param.grad = None
+        super().step(closure, scale)

@@ -12,7 +12,7 @@ import torch
 from fairseq.data import Dictionary
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from .files import ORACLE, load_file
 
 EOS_ID = -2
 """The id that :meth:`Oracle.ids_for` gives the dictionary's EOS (other non-oracle symbols: -1)."""
@@ -79,11 +79,10 @@ class Oracle(nn.Module):
         torch.save({"config": config, "state": self.state_dict()}, path)
 
     @classmethod
-    def load(cls, path: str) -> Oracle:
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ConfigError(f"--oracle-path: no such file: {path}") from None
+    def load(cls, path: str, option: str = "--oracle-path") -> Oracle:
+        """The oracle saved by :meth:`save`; a bad file is a one-line error naming
+        ``option``, the command-line option that gave ``path``."""
+        saved = load_file(path, option, ORACLE)
         oracle = cls(**saved["config"])
         oracle.load_state_dict(saved["state"])
         return oracle

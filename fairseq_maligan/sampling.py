@@ -181,35 +181,6 @@ def next_tokens(
     return step, finished | step.eq(eos)
 
 
-def continue_rows(
-    state: DecoderState,
-    tokens: Tensor,
-    finished: Tensor,
-    max_len: int,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    banned: tuple[int, ...] | None = None,
-) -> Tensor:
-    """Extend decoder-input rows ``tokens`` by sampling until EOS or ``max_len`` targets.
-
-    ``tokens`` holds the first decoder input and the tokens so far (rows, 1 + t), and
-    ``state`` has consumed all but its last column. Finished rows get padding. Returns
-    the grown rows (rows, 1 + length), length <= ``max_len``. ``banned``: tokens never
-    drawn (default :func:`banned_tokens`).
-    """
-    dictionary = state.model.decoder.dictionary
-    pad, eos = dictionary.pad(), dictionary.eos()
-    banned = banned_tokens(state.model) if banned is None else banned
-    current = tokens
-    for _ in range(tokens.size(1) - 1, max_len):
-        if bool(finished.all()):
-            break
-        step, finished = next_tokens(state.next_logits(current), finished, pad, eos, banned,
-                                     temperature, generator)
-        current = torch.cat([current, step.unsqueeze(1)], dim=1)
-    return current
-
-
 @torch.no_grad()
 def sample_continuations(
     model: torch.nn.Module,
@@ -236,6 +207,7 @@ def sample_continuations(
     prefix_len = min(prefix_len, max_len)
     dictionary = model.decoder.dictionary
     pad, eos = dictionary.pad(), dictionary.eos()
+    banned = banned_tokens(model) if banned is None else banned
 
     with training_mode(model, False):
         state = (RecomputeState if recompute_prefix else DecoderState)(model, sample)
@@ -247,9 +219,13 @@ def sample_continuations(
         order = torch.arange(target.size(0), device=target.device)
         order = order.repeat_interleave(num_samples)
         state.reorder(order)
-        rows = continue_rows(
-            state, tokens[order], finished[order], max_len, temperature, generator, banned
-        )
+        rows, finished = tokens[order], finished[order]
+        for _ in range(prefix_len, max_len):
+            if bool(finished.all()):
+                break
+            step, finished = next_tokens(state.next_logits(rows), finished, pad, eos, banned,
+                                         temperature, generator)
+            rows = torch.cat([rows, step.unsqueeze(1)], dim=1)
     return rows[:, 1:]
 
 

@@ -4,14 +4,25 @@ loss: one sample per valid row, the discriminator's accuracy on valid rows and o
 samples, their mean length, and NLL-oracle (``--oracle-path``, language models) or the
 BLEU of sampled translations against the references (translation). Checkpoints are saved
 under the stock task's name (see ``patches``), so stock fairseq tools load them.
+
+Both tasks keep the training step's contract with an adversarial criterion, as wav2vec-U's
+task does with its GAN: ``train_step`` tells the criterion the update number before the
+forward, and ``optimizer_step`` steps only the parameter groups that the criterion's loss
+reached in this update (the discriminator alone during its warm-up and k-1 of every k
+updates). A stock task that an adversarial criterion is built on gets the same two steps
+(``adopt_adversarial_steps``).
 """
 
+import glob
 import os
+import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
 import sacrebleu
 from fairseq import metrics
+from fairseq.data.indexed_dataset import IndexedDataset, MMapIndexedDataset
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
@@ -27,6 +38,48 @@ class MaliganLanguageModelingConfig(LanguageModelingConfig):
         default=None,
         metadata={"help": "synthetic oracle (scripts/make_oracle_data.py): report NLL-oracle"},
     )
+
+
+def begin_update(criterion, optimizer, update_num: int) -> None:
+    """Before the forward: the criterion learns the update number (its schedule and phase)."""
+    if hasattr(criterion, "begin_update"):
+        criterion.begin_update(update_num, optimizer)
+
+
+def step_groups(optimizer, criterion) -> None:
+    """Step the groups the criterion's loss reached on any rank (all, for other criteria)."""
+    if hasattr(criterion, "groups_for_update"):
+        optimizer.step(groups=criterion.groups_for_update())
+    else:
+        optimizer.step()
+
+
+class AdversarialSteps:
+    """The training step's contract with an adversarial criterion (see the module doc)."""
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        begin_update(criterion, optimizer, update_num)
+        self.step_criterion = criterion
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def optimizer_step(self, optimizer, model, update_num):
+        step_groups(optimizer, getattr(self, "step_criterion", None))
+
+
+def adopt_adversarial_steps(task, criterion) -> None:
+    """Give a stock task instance the contract's two steps for ``criterion``."""
+    if isinstance(task, AdversarialSteps):
+        return
+    stock_train_step = task.train_step
+
+    def train_step(sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        begin_update(criterion, optimizer, update_num)
+        return stock_train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def optimizer_step(optimizer, model, update_num):
+        step_groups(optimizer, criterion)
+
+    task.train_step, task.optimizer_step = train_step, optimizer_step
 
 
 class SampleStatisticsMixin:
@@ -52,8 +105,59 @@ def check_data_dir(data: str) -> None:
             raise ConfigError(f"data directory not found: {path}")
 
 
+def data_path(data: str, epoch: int) -> str:
+    """The folder fairseq reads in ``epoch`` (``DATA`` may list several, one per epoch)."""
+    paths = str(data).split(os.pathsep)
+    return paths[(epoch - 1) % len(paths)]
+
+
+def check_binarized(prefix: str, dictionary) -> None:
+    """A ``fairseq-preprocess`` output pair ``prefix.idx``/``prefix.bin`` that is damaged,
+    or whose token ids do not fit ``dictionary``, is named in one line.
+
+    Only the default ``mmap`` format is checked (its header, the ``.bin`` length the index
+    promises, and the largest token id); other formats pass through.
+    """
+    index_file, data_file = prefix + ".idx", prefix + ".bin"
+    if not (os.path.isfile(index_file) and os.path.isfile(data_file)):
+        return
+    with open(index_file, "rb") as stream:
+        magic = stream.read(9)
+    if not magic:
+        raise ConfigError(f"{index_file} is empty: rerun fairseq-preprocess")
+    if magic[:8] == IndexedDataset._HDR_MAGIC:
+        return
+    if magic != MMapIndexedDataset.Index._HDR_MAGIC:
+        raise ConfigError(
+            f"{index_file} is not a fairseq index (damaged?): rerun fairseq-preprocess"
+        )
+    try:
+        index = MMapIndexedDataset.Index(index_file)
+        sizes, pointers, dtype = index.sizes, index._pointers, index.dtype
+    except (AssertionError, ValueError, KeyError, struct.error):
+        raise ConfigError(f"{index_file} is truncated or damaged: rerun fairseq-preprocess"
+                          ) from None
+    if len(sizes) == 0:
+        return
+    expected = int(pointers[-1]) + int(sizes[-1]) * np.dtype(dtype).itemsize
+    actual = os.path.getsize(data_file)
+    if actual < expected:
+        raise ConfigError(
+            f"{data_file} is truncated: {actual} bytes where its index promises {expected}; "
+            "rerun fairseq-preprocess"
+        )
+    count = expected // np.dtype(dtype).itemsize
+    largest = int(np.memmap(data_file, dtype=dtype, mode="r", shape=(count,)).max())
+    if largest >= len(dictionary):
+        raise ConfigError(
+            f"{data_file} holds token id {largest} but its dictionary has {len(dictionary)} "
+            "symbols: the data was binarised with another dict.txt (fairseq-preprocess "
+            "--srcdict)"
+        )
+
+
 @register_task("maligan_language_modeling", dataclass=MaliganLanguageModelingConfig)
-class MaliganLanguageModelingTask(SampleStatisticsMixin, LanguageModelingTask):
+class MaliganLanguageModelingTask(AdversarialSteps, SampleStatisticsMixin, LanguageModelingTask):
     """Language modelling with a discriminator-owning criterion (``maligan_mixed``, ...)."""
 
     def __init__(self, args, dictionary, output_dictionary=None, targets=None):
@@ -69,7 +173,16 @@ class MaliganLanguageModelingTask(SampleStatisticsMixin, LanguageModelingTask):
         return self.oracle.score_rows(rows, self.oracle_table)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
-        """Stock loading, plus one-line errors for data the criteria cannot train on."""
+        """Stock loading, plus one-line errors for missing, damaged or wrong data and for
+        data the criteria cannot train on."""
+        folder = data_path(self.args.data, epoch)
+        prefix = os.path.join(folder, split)
+        if not (os.path.isfile(prefix + ".idx") or os.path.isfile(prefix)):
+            paired = glob.glob(prefix + ".*-*.*.idx")
+            kind = (f"translation data ({os.path.basename(paired[0])}): use --task "
+                    "maligan_translation") if paired else "no such split"
+            raise ConfigError(f"{folder} has no {split}.idx/{split}.bin: {kind}")
+        check_binarized(prefix, self.dictionary)
         super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
         sizes = self.datasets[split].sizes
         if len(sizes) == 0 or sizes.max() <= 1:
@@ -89,6 +202,12 @@ class MaliganLanguageModelingTask(SampleStatisticsMixin, LanguageModelingTask):
     @classmethod
     def setup_task(cls, args, **kwargs):
         check_data_dir(args.data)
+        folder = data_path(args.data, 1)
+        if not os.path.isfile(os.path.join(folder, "dict.txt")):
+            paired = glob.glob(os.path.join(folder, "dict.*.txt"))
+            found = (f"translation data ({os.path.basename(paired[0])}): use --task "
+                     "maligan_translation") if paired else "not a fairseq-preprocess output"
+            raise ConfigError(f"{folder} has no dict.txt: {found}")
         return super().setup_task(args, **kwargs)
 
 
@@ -105,13 +224,37 @@ BLEU_ORDER = 4
 
 
 @register_task("maligan_translation", dataclass=MaliganTranslationConfig)
-class MaliganTranslationTask(SampleStatisticsMixin, TranslationTask):
+class MaliganTranslationTask(AdversarialSteps, SampleStatisticsMixin, TranslationTask):
     """Translation with a discriminator-owning criterion; the discriminator reads the source."""
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
         check_data_dir(cfg.data)
+        folder = data_path(cfg.data, 1)
+        for lang in (cfg.source_lang, cfg.target_lang):
+            if lang is not None and not os.path.isfile(os.path.join(folder, f"dict.{lang}.txt")):
+                found = ("language-model data: use --task maligan_language_modeling"
+                         if os.path.isfile(os.path.join(folder, "dict.txt"))
+                         else "check --source-lang/--target-lang")
+                raise ConfigError(f"{folder} has no dict.{lang}.txt: {found}")
         return super().setup_task(cfg, **kwargs)
+
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
+        """Stock loading, plus one-line errors for missing, damaged or wrong data."""
+        folder = data_path(self.cfg.data, epoch)
+        src, tgt = self.cfg.source_lang, self.cfg.target_lang
+        for pair in (f"{src}-{tgt}", f"{tgt}-{src}"):
+            prefix = os.path.join(folder, f"{split}.{pair}.")
+            if os.path.isfile(prefix + f"{src}.idx"):
+                check_binarized(prefix + src, self.src_dict)
+                check_binarized(prefix + tgt, self.tgt_dict)
+                break
+        else:
+            found = ("language-model data: use --task maligan_language_modeling"
+                     if os.path.isfile(os.path.join(folder, f"{split}.idx"))
+                     else "no such split or language pair")
+            raise ConfigError(f"{folder} has no {split}.{src}-{tgt}.{src}.idx: {found}")
+        super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
 
     def score_samples(self, rows, sample) -> dict:
         if not self.cfg.sample_bleu:

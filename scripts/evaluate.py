@@ -29,7 +29,7 @@ import argparse
 import json
 import logging
 
-from fairseq_maligan.errors import install_excepthook
+from fairseq_maligan.errors import install_excepthook, output_file, positive_float, positive_int
 from fairseq_maligan.evaluation import (
     BLEU_SETTINGS,
     add_bleu_arguments,
@@ -49,19 +49,20 @@ def main() -> None:
     add_checkpoint_arguments(parser)
     parser.add_argument("--oracle", help="oracle.pt of synthetic data: NLL-oracle")
     parser.add_argument("--references", help="reference text, one sentence a line: BLEU")
-    parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--orders", type=int, nargs="+", default=[2, 3, 4, 5],
+    parser.add_argument("--num-samples", type=positive_int, default=1000)
+    parser.add_argument("--orders", type=positive_int, nargs="+", default=[2, 3, 4, 5],
                         help="max n-gram orders of BLEU and self-BLEU")
     add_bleu_arguments(parser)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-len", type=int, default=50, help="tokens per sample, at most")
+    parser.add_argument("--temperature", type=positive_float, default=1.0)
+    parser.add_argument("--max-len", type=positive_int, default=50,
+                        help="tokens per sample, at most")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--output", help="JSON file for the results")
+    parser.add_argument("--output", type=output_file, help="JSON file for the results")
     args = parser.parse_args()
     logging.disable(logging.INFO)
 
     checkpoints = name_checkpoints(args.path, args.name)
-    oracle = Oracle.load(args.oracle) if args.oracle else None
+    oracle = Oracle.load(args.oracle, "--oracle") if args.oracle else None
     bleus = None
     if args.references:
         references = read_references(args.references)

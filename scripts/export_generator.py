@@ -12,19 +12,17 @@ legacy architecture's config is a plain dict, so it loads with torch's safe
 """
 
 import argparse
-import os
 
 import torch
 
-from fairseq_maligan.errors import ConfigError, install_excepthook
+from fairseq_maligan.errors import install_excepthook, output_file
+from fairseq_maligan.files import GENERATOR, load_file
 from fairseq_maligan.patches import check_config_strings, stock_checkpoint_cfg
 
 
 def export(source: str, target: str) -> None:
     """Save the stock generator of checkpoint ``source`` to ``target``."""
-    if not os.path.isfile(source):
-        raise ConfigError(f"no such checkpoint: {source}")
-    state = torch.load(source, map_location="cpu", weights_only=True)
+    state = load_file(source, "checkpoint", GENERATOR)
     check_config_strings(state, source)
     history = state.get("optimizer_history") or [{}]
     exported = {
@@ -46,8 +44,8 @@ def export(source: str, target: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("output")
+    parser.add_argument("checkpoint", help="generator checkpoint to export")
+    parser.add_argument("output", type=output_file, help="file for the exported copy")
     args = parser.parse_args()
     export(args.checkpoint, args.output)
     print(f"wrote {args.output}")

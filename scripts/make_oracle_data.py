@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from fairseq_maligan.errors import install_excepthook, output_dir, positive_int
 from fairseq_maligan.oracle import Oracle, oracle_symbol
 
 
@@ -24,14 +25,15 @@ def write_split(oracle: Oracle, path: str, count: int, generator: torch.Generato
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--vocab-size", type=int, default=5000)
-    parser.add_argument("--seq-len", type=int, default=20)
-    parser.add_argument("--embed-dim", type=int, default=32)
-    parser.add_argument("--hidden-dim", type=int, default=32)
-    parser.add_argument("--train", type=int, default=10000)
-    parser.add_argument("--valid", type=int, default=1000)
-    parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--out", type=output_dir, required=True,
+                        help="output folder, created with its parents if missing")
+    parser.add_argument("--vocab-size", type=positive_int, default=5000)
+    parser.add_argument("--seq-len", type=positive_int, default=20)
+    parser.add_argument("--embed-dim", type=positive_int, default=32)
+    parser.add_argument("--hidden-dim", type=positive_int, default=32)
+    parser.add_argument("--train", type=positive_int, default=10000)
+    parser.add_argument("--valid", type=positive_int, default=1000)
+    parser.add_argument("--test", type=positive_int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -45,4 +47,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    install_excepthook()
     main()

@@ -26,7 +26,14 @@ from fairseq_maligan.discriminators import (
     format_rows,
     save_discriminator,
 )
-from fairseq_maligan.errors import install_excepthook
+from fairseq_maligan.errors import (
+    existing_dir,
+    install_excepthook,
+    non_negative_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
 from fairseq_maligan.evaluation import load_generator
 from fairseq_maligan.sampling import is_encoder_decoder, sample_continuations
 
@@ -54,22 +61,22 @@ def logits(disc: Discriminator, generator, sample: dict, prefix_len: int, max_le
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("data")
+    parser.add_argument("data", type=existing_dir)
     parser.add_argument("--generator", required=True, help="generator checkpoint")
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--output", type=output_file, required=True)
     gen_parser_from_dataclass(parser, DiscriminatorConfig())
-    parser.add_argument("--prefix-len", type=int, default=0)
-    parser.add_argument("--sample-max-len", type=int, default=None,
+    parser.add_argument("--prefix-len", type=non_negative_int, default=0)
+    parser.add_argument("--sample-max-len", type=positive_int, default=None,
                         help="length limit of samples (default: the task's target limit)")
-    parser.add_argument("--updates", type=int, default=500)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--updates", type=positive_int, default=500)
+    parser.add_argument("--lr", type=positive_float, default=1e-3)
+    parser.add_argument("--max-tokens", type=positive_int, default=4096)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     logging.disable(logging.INFO)
     torch.manual_seed(args.seed)
 
-    generator, task = load_generator(args.generator, args.data)
+    generator, task = load_generator(args.generator, args.data, "--generator")
     max_len = args.sample_max_len or max_target_positions(task)
     cfg = DiscriminatorConfig(**{name: getattr(args, name)
                                  for name in DiscriminatorConfig.__dataclass_fields__

@@ -24,19 +24,27 @@ import argparse
 import logging
 import sys
 
-from fairseq_maligan.errors import install_excepthook
+from fairseq_maligan.errors import (
+    existing_dir,
+    install_excepthook,
+    output_file,
+    positive_float,
+    positive_int,
+)
 from fairseq_maligan.evaluation import detokenize, load_generator, sample_rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", required=True, help="generator checkpoint")
-    parser.add_argument("--data", help="data directory (default: the checkpoint's)")
-    parser.add_argument("--num", type=int, default=100, help="number of sentences")
-    parser.add_argument("--max-len", type=int, default=50, help="tokens per sentence, at most")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--data", type=existing_dir,
+                        help="data directory (default: the checkpoint's)")
+    parser.add_argument("--num", type=positive_int, default=100, help="number of sentences")
+    parser.add_argument("--max-len", type=positive_int, default=50,
+                        help="tokens per sentence, at most")
+    parser.add_argument("--temperature", type=positive_float, default=1.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--output", help="output file (default: stdout)")
+    parser.add_argument("--output", type=output_file, help="output file (default: stdout)")
     args = parser.parse_args()
     logging.disable(logging.INFO)
 

@@ -25,7 +25,7 @@ import argparse
 import json
 import logging
 
-from fairseq_maligan.errors import install_excepthook
+from fairseq_maligan.errors import install_excepthook, output_file, positive_float, positive_int
 from fairseq_maligan.evaluation import (
     BLEU_SETTINGS,
     add_bleu_arguments,
@@ -43,16 +43,18 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--oracle", help="oracle.pt of synthetic data")
     mode.add_argument("--references", help="reference text, one sentence a line")
-    parser.add_argument("--temperatures", type=float, nargs="+",
+    parser.add_argument("--temperatures", type=positive_float, nargs="+",
                         default=[0.6, 0.8, 1.0, 1.2, 1.5])
-    parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--max-order", type=int, default=5,
+    parser.add_argument("--num-samples", type=positive_int, default=1000)
+    parser.add_argument("--max-order", type=positive_int, default=5,
                         help="max n-gram order of BLEU and self-BLEU")
     add_bleu_arguments(parser)
-    parser.add_argument("--max-len", type=int, default=50, help="tokens per sample, at most")
+    parser.add_argument("--max-len", type=positive_int, default=50,
+                        help="tokens per sample, at most")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--output-json", help="JSON file for the records")
-    parser.add_argument("--output-plot", help="image file for the curves (e.g. .png)")
+    parser.add_argument("--output-json", type=output_file, help="JSON file for the records")
+    parser.add_argument("--output-plot", type=output_file,
+                        help="image file for the curves (e.g. .png)")
     args = parser.parse_args()
     logging.disable(logging.INFO)
 

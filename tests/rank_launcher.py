@@ -9,6 +9,7 @@ from fairseq import checkpoint_utils
 from fairseq_cli import train
 
 import fairseq_maligan  # noqa: F401  (the plugin, as --user-dir would load it)
+from fairseq_maligan.errors import install_excepthook
 
 stock_save_checkpoint = checkpoint_utils.save_checkpoint
 
@@ -26,4 +27,5 @@ def save_checkpoint(cfg, trainer, epoch_itr, val_loss):
 checkpoint_utils.save_checkpoint = save_checkpoint
 
 if __name__ == "__main__":
+    install_excepthook()  # one-line errors, as under fairseq-train
     train.cli_main()

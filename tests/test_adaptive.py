@@ -81,7 +81,7 @@ def test_every_criterion_fine_tunes_an_adaptive_model(lm_data, criterion):
     optimizer = torch.optim.Adam([*model.parameters(), *crit.parameters()], lr=1e-2)
     model.train()
     for update in range(3):
-        crit.set_num_updates(update)
+        crit.begin_update(update)
         loss, _, log = crit(model, sample)
         optimizer.zero_grad()
         loss.backward()

@@ -1,9 +1,12 @@
-"""Two ranks on CPU (gloo, legacy_ddp): each criterion keeps both ranks identical."""
+"""Two ranks on CPU (gloo, legacy_ddp): each criterion keeps both ranks identical; ranks
+with different options, and a rank that freezes, stop the run with one line."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -25,11 +28,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_two_ranks(args: list[str]) -> None:
+def start_two_ranks(args: list[str], per_rank: tuple[list, list] = ([], [])) -> list:
+    """Both ranks' processes (one command line each, as on two machines)."""
     port = free_port()
-    procs = [
+    return [
         subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "rank_launcher.py"), *args,
+            [sys.executable, str(ROOT / "tests" / "rank_launcher.py"), *args, *per_rank[rank],
              "--distributed-world-size", "2", "--distributed-rank", str(rank),
              "--distributed-init-method", f"tcp://127.0.0.1:{port}",
              "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
@@ -39,6 +43,10 @@ def run_two_ranks(args: list[str]) -> None:
         )
         for rank in (0, 1)
     ]
+
+
+def run_two_ranks(args: list[str]) -> None:
+    procs = start_two_ranks(args)
     outputs = [proc.communicate(timeout=600)[0] for proc in procs]
     for rank, (proc, out) in enumerate(zip(procs, outputs)):
         assert proc.returncode == 0, f"rank {rank} failed:\n{out[-5000:]}"
@@ -84,3 +92,42 @@ def test_two_ranks_rollout_criteria_stay_identical(lm_data, tmp_path, criterion)
     state = ranks_agree(tmp_path, 4)
     if criterion == "seqgan":
         assert any(key.startswith("policy.") for key in state["criterion"])
+
+
+def last_line(output: str) -> str:
+    return output.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_ranks_whose_criterion_options_differ_stop_with_one_line(lm_data, tmp_path):
+    args = [str(lm_data), *TINY_TRANSFORMER, *LM_DATA, *COMMON, *ADVERSARIAL,
+            "--criterion", "maligan_mixed", "--max-update", "2", "--save-dir", str(tmp_path)]
+    procs = start_two_ranks(args, ([], ["--num-samples", "3"]))  # the last one wins
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode != 0 and "Traceback" not in out, out[-3000:]
+        assert "ranks disagree on --num-samples" in last_line(out)
+
+
+@pytest.mark.slow
+def test_a_frozen_rank_stops_the_other_within_the_heartbeat_timeout(lm_data, tmp_path):
+    """Rank 1 is frozen (SIGSTOP) mid-run; with --heartbeat-timeout 20 the collectives time
+    out after 10 s, and rank 0 stops with one line instead of waiting 30 minutes."""
+    args = [str(lm_data), *TINY_TRANSFORMER, *LM_DATA, *COMMON, *ADVERSARIAL,
+            "--criterion", "maligan_mixed", "--max-update", "100000", "--disable-validation",
+            "--no-save", "--save-dir", str(tmp_path), "--heartbeat-timeout", "20"]
+    procs = start_two_ranks(args)
+    try:
+        for line in procs[0].stdout:
+            if "num_updates 3" in line:
+                break
+        os.kill(procs[1].pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        rest = procs[0].communicate(timeout=300)[0]
+        waited = time.monotonic() - frozen_at
+    finally:
+        procs[1].kill()
+        procs[1].wait()
+    assert procs[0].returncode != 0 and "Traceback" not in rest, rest[-3000:]
+    assert waited < 10 + 30, f"rank 0 waited {waited:.0f} s"
+    assert "rank 0 stopped at update" in last_line(rest)

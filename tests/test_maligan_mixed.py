@@ -115,7 +115,7 @@ def test_full_prefix_gradient_equals_cross_entropy(lm_data):
     ce = task.build_criterion(ce_cfg.criterion)
     sample = first_batch(task)
     model.train()
-    criterion.set_num_updates(0)
+    criterion.begin_update(0)
     loss, size, _ = criterion(model, sample)
     loss.backward()
     ours = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -149,7 +149,7 @@ def test_generator_and_discriminator_phases():
     _, _, criterion = unigram_setup(disc_steps=3, disc_warmup_updates=4)
     moves = []
     for update in range(12):
-        criterion.set_num_updates(update)
+        criterion.begin_update(update)
         moves.append(criterion.generator_moves())
     assert moves == [False] * 4 + [False, False, True] * 2 + [False, False]
 
@@ -167,7 +167,7 @@ def test_prefix_mle_gradient_with_sampled_rows_equals_prefix_cross_entropy(lm_da
     monkeypatch.setattr(criterion, "adversarial_loss",
                         lambda model, sample, bundle, lprobs: (lprobs.sum() * 0, {}))
     model.train()
-    criterion.set_num_updates(0)
+    criterion.begin_update(0)
     loss, _, log = criterion(model, sample)
     assert int(log["disc_fake_rows"]) > 0, "no row was sampled"
     loss.backward()

@@ -180,7 +180,7 @@ def test_rollouts_complete_their_own_prefix(lm_data, arch, max_rows):
 
 def at_update(criterion, model, update):
     """What the trainer does before each step's forward: the update number, the copies."""
-    criterion.set_num_updates(update)
+    criterion.begin_update(update)
     criterion.refresh_copies(model)
     return criterion.rollout_policy(model)
 

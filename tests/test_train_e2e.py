@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import LM_DATA, PLUGIN, TINY_LSTM, TINY_TRANSFORMER, params_equal, run_cli
 
+from fairseq_maligan.files import safe_loading
+
 COMMON = [
     "--cpu", "--max-tokens", "400", "--log-format", "simple", "--log-interval", "1",
     "--seed", "7", "--num-workers", "0",
@@ -44,7 +46,8 @@ def test_finetune_lstm_from_mle_and_stock_eval_lm(lm_data, mle_lstm, tmp_path):
         assert re.search(rf"(^|[ |]){re.escape(key)}[ =]", log, re.MULTILINE), f"{key} not logged"
     assert re.search(r"valid on 'valid' subset.*sample/oracle_invalid", log)
 
-    generator = torch.load(mle_lstm, weights_only=True)["model"]
+    with safe_loading():  # a stock lstm_lm checkpoint pickles an argparse.Namespace
+        generator = torch.load(mle_lstm, weights_only=True)["model"]
     tuned = torch.load(save_dir / "checkpoint_best.pt", weights_only=True)
     assert not params_equal(generator, tuned["model"]), "the generator did not move"
     assert tuned["cfg"]["task"]["_name"] == "language_modeling"

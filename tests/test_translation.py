@@ -75,7 +75,7 @@ def test_discriminator_reads_the_source(translator, monkeypatch):
         return forward(tokens, src_tokens)
 
     monkeypatch.setattr(criterion.discriminator, "forward", recording)
-    criterion.set_num_updates(10)  # N = 0: every row is sampled, the generator moves
+    criterion.begin_update(10)  # N = 0: every row is sampled, the generator moves
     model.train()
     criterion(model, sample)
     src = sample["net_input"]["src_tokens"]

@@ -169,3 +169,21 @@ def test_a_run_of_non_finite_losses_stops_the_run(lm_data, monkeypatch, branch):
     with pytest.raises(TrainingError, match="3 steps in a row had a non-finite loss "
                        r"\(last: nan at update 2\): stopping \(--max-skipped-updates 3\)"):
         task.train_step(sample, model, criterion, optimizer, 2)
+
+
+def test_resuming_on_another_number_of_ranks_warns(lm_data, tmp_path, caplog):
+    cfg, task, model, criterion = build(lm_data, TINY_TRANSFORMER + ADVERSARIAL +
+                                        ["--save-dir", str(tmp_path)])
+    trainer = Trainer(cfg, task, model, criterion)
+    trainer.consolidate_optimizer()
+    target = tmp_path / "checkpoint_last.pt"
+    trainer.save_checkpoint(str(target), {})
+    state = torch.load(target, weights_only=True)
+    assert state["extra_state"]["world_size"] == 1
+    trainer.load_checkpoint(str(target))
+    assert "saved by a run on" not in caplog.text
+    state["extra_state"]["world_size"] = 4
+    torch.save(state, target)
+    trainer.load_checkpoint(str(target))
+    assert (f"{target} was saved by a run on 4 ranks, this one has 1: the run resumes, but "
+            "the order in which batches are drawn changes") in caplog.text

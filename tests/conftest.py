@@ -66,6 +66,20 @@ def lm_data(tmp_path_factory) -> Path:
     return make_oracle_dataset(tmp_path_factory.mktemp("oracle"))
 
 
+@pytest.fixture(scope="session")
+def maligan_checkpoint(lm_data, tmp_path_factory) -> Path:
+    """A real generator checkpoint with criterion state: 3 updates of ``maligan_mixed``."""
+    save_dir = tmp_path_factory.mktemp("maligan_ckpt")
+    run_cli("train", [
+        str(lm_data), "--user-dir", PLUGIN, "--task", "maligan_language_modeling",
+        *TINY_TRANSFORMER, *LM_DATA, "--cpu", "--max-tokens", "400", "--seed", "2",
+        "--num-workers", "0", "--criterion", "maligan_mixed", "--optimizer", "maligan_adam",
+        "--lr", "0.005", "--prefix-init", "2", "--num-samples", "2", "--max-update", "3",
+        "--save-dir", str(save_dir),
+    ])
+    return save_dir / "checkpoint_last.pt"
+
+
 TINY_TRANSLATION_TRANSFORMER = [
     "--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1",
     "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",

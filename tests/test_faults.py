@@ -131,13 +131,20 @@ def test_busy_save_dir_is_refused_and_a_killed_holder_leaves_no_stale_lock(lm_da
     handle.close()
 
 
-def test_non_finite_parameters_are_never_saved(lm_data, tmp_path):
+def saved_trainer(lm_data: Path, save_dir: Path) -> tuple[Trainer, Path]:
+    """A fairseq Trainer built in this process and the checkpoint it has just written."""
     cfg, task, model, criterion = build(lm_data, TINY_TRANSFORMER + ADVERSARIAL +
-                                        ["--save-dir", str(tmp_path)])
+                                        ["--save-dir", str(save_dir)])
     trainer = Trainer(cfg, task, model, criterion)
     trainer.consolidate_optimizer()
-    target = tmp_path / "checkpoint_last.pt"
+    target = save_dir / "checkpoint_last.pt"
     trainer.save_checkpoint(str(target), {})
+    return trainer, target
+
+
+def test_non_finite_parameters_are_never_saved(lm_data, tmp_path):
+    trainer, target = saved_trainer(lm_data, tmp_path)
+    criterion = trainer.get_criterion()
     assert target.is_file()
     good = target.read_bytes()
     with torch.no_grad():
@@ -172,12 +179,7 @@ def test_a_run_of_non_finite_losses_stops_the_run(lm_data, monkeypatch, branch):
 
 
 def test_resuming_on_another_number_of_ranks_warns(lm_data, tmp_path, caplog):
-    cfg, task, model, criterion = build(lm_data, TINY_TRANSFORMER + ADVERSARIAL +
-                                        ["--save-dir", str(tmp_path)])
-    trainer = Trainer(cfg, task, model, criterion)
-    trainer.consolidate_optimizer()
-    target = tmp_path / "checkpoint_last.pt"
-    trainer.save_checkpoint(str(target), {})
+    trainer, target = saved_trainer(lm_data, tmp_path)
     state = torch.load(target, weights_only=True)
     assert state["extra_state"]["world_size"] == 1
     trainer.load_checkpoint(str(target))

@@ -118,11 +118,10 @@ def train_args(data: Path, save_dir: Path, task: str = "maligan_language_modelin
 
 
 @pytest.fixture(scope="module")
-def files(lm_data, mt_data, tmp_path_factory) -> dict[str, str]:
+def files(lm_data, mt_data, maligan_checkpoint, tmp_path_factory) -> dict[str, str]:
     """Bad files of every kind, and good ones of the wrong kind."""
     root = tmp_path_factory.mktemp("hostile")
-    run_cli("train", train_args(lm_data, root / "lm") + ["--optimizer", "maligan_adam"])
-    generator = root / "lm" / "checkpoint_last.pt"
+    generator = maligan_checkpoint
     run_cli("train", [
         str(mt_data), "--user-dir", PLUGIN, "--task", "translation", *TRANSLATION_DATA,
         *TINY_TRANSLATION_TRANSFORMER, "--optimizer", "adam", "--lr", "0.001",

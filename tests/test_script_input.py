@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import LM_DATA, PLUGIN, ROOT, TINY_TRANSFORMER, run_cli
+from conftest import ROOT
 
 ROWS = [
     ("sample.py", ["--path", "{tmp}/missing.pt", "--num", "-1"], ["--num", "positive", "-1"]),
@@ -61,7 +61,7 @@ ROWS = [
 ]
 
 FIXTURE_FILES = {
-    "ckpt": "generator_checkpoint",
+    "ckpt": "maligan_checkpoint",
     "truncated": "truncated_checkpoint",
     "oracle": "oracle_file",
     "data": "lm_data",
@@ -70,23 +70,10 @@ FIXTURE_FILES = {
 
 
 @pytest.fixture(scope="module")
-def generator_checkpoint(lm_data, tmp_path_factory):
-    """A real generator checkpoint: 2 updates of a tiny transformer_lm."""
-    save_dir = tmp_path_factory.mktemp("input_ckpt")
-    run_cli("train", [
-        str(lm_data), "--user-dir", PLUGIN, "--task", "maligan_language_modeling",
-        *TINY_TRANSFORMER, *LM_DATA, "--cpu", "--max-tokens", "400", "--num-workers", "0",
-        "--optimizer", "adam", "--lr", "0.001", "--max-update", "2",
-        "--disable-validation", "--save-dir", str(save_dir),
-    ])
-    return save_dir / "checkpoint_last.pt"
-
-
-@pytest.fixture(scope="module")
-def truncated_checkpoint(generator_checkpoint, tmp_path_factory):
+def truncated_checkpoint(maligan_checkpoint, tmp_path_factory):
     """The first 1000 bytes of the real checkpoint, as a copy cut short would leave."""
     path = tmp_path_factory.mktemp("truncated") / "checkpoint_cut.pt"
-    path.write_bytes(generator_checkpoint.read_bytes()[:1000])
+    path.write_bytes(maligan_checkpoint.read_bytes()[:1000])
     return path
 
 

@@ -5,21 +5,9 @@ import sys
 
 import pytest
 import torch
-from conftest import LM_DATA, PLUGIN, ROOT, TINY_TRANSFORMER, build, run_cli
+from conftest import ROOT, TINY_TRANSFORMER, build
 
 COMMON = ["--cpu", "--max-tokens", "400", "--seed", "2", "--num-workers", "0"]
-
-
-@pytest.fixture(scope="module")
-def maligan_checkpoint(lm_data, tmp_path_factory):
-    save_dir = tmp_path_factory.mktemp("maligan_ckpt")
-    run_cli("train", [
-        str(lm_data), "--user-dir", PLUGIN, "--task", "maligan_language_modeling",
-        *TINY_TRANSFORMER, *LM_DATA, *COMMON, "--criterion", "maligan_mixed",
-        "--optimizer", "maligan_adam", "--lr", "0.005", "--prefix-init", "2",
-        "--num-samples", "2", "--max-update", "3", "--save-dir", str(save_dir),
-    ])
-    return save_dir / "checkpoint_last.pt"
 
 
 def script(name: str, *args: str) -> subprocess.CompletedProcess:

@@ -121,7 +121,7 @@ class Runner:
 class Budget:
     """The sizes of one mode of a language-modelling experiment."""
 
-    mle_epochs: int
+    mle_epochs: int  # MLE pretraining runs at least this (the field's published budget)
     mle_lr: float
     max_tokens: int
     updates: int  # generator updates of every method after pretraining
@@ -137,6 +137,8 @@ class Budget:
     disc_pretrain_updates: int = 0  # > 0: pretrain D on the MLE model's samples first
     disc_dim: int = 64
     save_interval_updates: int = 0  # > 0: keep checkpoints along the way (curves)
+    mle_patience: int = 0  # > 0: then on until the valid loss has not improved for this
+    mle_max_epochs: int = 0  # many epochs, or this many in all (0: 4 x mle_epochs)
     eval_samples: int = 1000
     temperatures: tuple[float, ...] = (0.7, 0.85, 1.0, 1.2)
 
@@ -214,14 +216,44 @@ class LMExperiment(Runner):
         ]
 
     def pretrain(self) -> Path:
-        """MLE pretraining (``cross_entropy``); returns its best checkpoint."""
+        """MLE pretraining (``cross_entropy``) to convergence; returns its best checkpoint.
+
+        It runs the budget's ``mle_epochs`` (the published budget: never less), then, with
+        ``mle_patience`` > 0, goes on until the valid loss has not improved for that many
+        epochs (fairseq's ``--patience``) or ``mle_max_epochs`` are done. The epochs and
+        updates it took are written to ``pretrained/pretraining.json`` (and to the stage's
+        record), whose presence also marks the stage finished for a rerun.
+        """
         save_dir = self.out / "pretrained"
-        self.fairseq("pretrain_mle", "train", [
-            *self.common_args(save_dir, self.budget.max_tokens), "--task", "language_modeling",
-            "--optimizer", "adam", "--lr", str(self.budget.mle_lr),
-            "--max-epoch", str(self.budget.mle_epochs),
-        ])
+        summary = save_dir / "pretraining.json"
+        budget = self.budget
+        args = [*self.common_args(save_dir, budget.max_tokens), "--task", "language_modeling",
+                "--optimizer", "adam", "--lr", str(budget.mle_lr)]
+        if not summary.exists():
+            self.fairseq("pretrain_mle", "train", [*args, "--max-epoch", str(budget.mle_epochs)])
+            if budget.mle_patience > 0:
+                cap = budget.mle_max_epochs or 4 * budget.mle_epochs
+                self.fairseq("pretrain_mle_to_convergence", "train", [
+                    *args, "--max-epoch", str(cap), "--patience", str(budget.mle_patience),
+                ])
+            last = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu",
+                              weights_only=True)
+            best = torch.load(save_dir / "checkpoint_best.pt", map_location="cpu",
+                              weights_only=True)
+            took = {
+                "epochs": int(last["extra_state"]["train_iterator"]["epoch"]),
+                "updates": int(last["optimizer_history"][-1]["num_updates"]),
+                "best_updates": int(best["optimizer_history"][-1]["num_updates"]),
+                "best_valid_loss": float(best["extra_state"]["val_loss"]),
+                "floor_epochs": budget.mle_epochs, "patience": budget.mle_patience,
+            }
+            write_results(summary, took)
+            self.stages[-1]["pretraining"] = took  # into every results.json's stages
         return save_dir / "checkpoint_best.pt"
+
+    def pretraining(self) -> dict[str, Any]:
+        """What MLE pretraining took (``pretrained/pretraining.json``)."""
+        return json.loads((self.out / "pretrained" / "pretraining.json").read_text())
 
     def pretrain_discriminator(self, pretrained: Path) -> Path:
         """The discriminator every adversarial method starts from: trained on real rows

@@ -86,6 +86,29 @@ def _budget():
                   prefix_init=12)
 
 
+def test_pretraining_runs_the_floor_then_stops_on_patience(lm_data, tmp_path):
+    """MLE pretraining never stops before the published budget (here 2 epochs), then goes
+    on with --patience; a rerun trains nothing more."""
+    from conftest import TINY_LSTM
+    from experiment import LMExperiment
+
+    budget = Budget(mle_epochs=2, mle_lr=0.3, max_tokens=400, updates=1, lr=1e-3,
+                    mle_patience=1, mle_max_epochs=12)
+    experiment = LMExperiment(tmp_path, TINY_LSTM, budget, tokens_per_sample=32)
+    experiment.data = lm_data
+    experiment.pretrain()
+    assert [stage["stage"] for stage in experiment.stages] == [
+        "pretrain_mle", "pretrain_mle_to_convergence"]
+    summary = experiment.pretraining()
+    assert experiment.stages[1]["pretraining"] == summary
+    log = Path(experiment.stages[1]["log"]).read_text()
+    assert summary["floor_epochs"] == 2 and 2 < summary["epochs"] < 12  # patience stopped it
+    assert "early stop since valid performance hasn't improved for last 1 runs" in log
+    assert summary["best_updates"] <= summary["updates"]
+    experiment.pretrain()
+    assert len(experiment.stages) == 2
+
+
 def test_cached_result_runs_once_per_budget(tmp_path):
     """Seeds and corpora run in parallel are gathered from their cached results."""
     calls = []

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .errors import ConfigError, existing_dir
 from .files import GENERATOR, check_file, load_file, safe_loading
-from .metrics import TOKENIZERS, ReferenceBLEU, self_bleu
+from .metrics import TOKENIZERS, ReferenceBLEU, bootstrap_interval, self_bleu_scores
 from .oracle import Oracle
 from .patches import check_config_strings
 from .sampling import output_scores, sample_sentences
@@ -198,8 +198,10 @@ def evaluate_generator(
     - ``oracle``: ``nll_oracle`` and ``oracle_invalid`` (the fraction of invalid samples);
     - ``bleus`` (max order -> reference set): ``bleu{n}`` against the references and
       ``self_bleu{n}`` of the first ``self_bleu_samples`` samples (default: all), for
-      every order ``n``, and the ``BLEU_SETTINGS`` behind them: ``tokenize`` (the
-      references' tokenization, applied to the samples too) and ``self_bleu_samples``.
+      every order ``n``, each with ``..._ci``, its 95 % bootstrap interval over the
+      samples (:func:`~fairseq_maligan.metrics.bootstrap_interval`), and the
+      ``BLEU_SETTINGS`` behind them: ``tokenize`` (the references' tokenization, applied
+      to the samples too) and ``self_bleu_samples``.
     """
     results: dict[str, Any] = {}
     if split is not None:
@@ -222,8 +224,12 @@ def evaluate_generator(
             )
         lines = detokenize(rows, task.target_dictionary)
         for order, bleu in bleus.items():
-            results[f"bleu{order}"] = bleu.score(lines)
-            results[f"self_bleu{order}"] = self_bleu(lines[:count], order, bleu.tokenize)
+            for name, scores in (
+                (f"bleu{order}", bleu.sentence_scores(lines)),
+                (f"self_bleu{order}", self_bleu_scores(lines[:count], order, bleu.tokenize)),
+            ):
+                results[name] = sum(scores) / len(scores)
+                results[f"{name}_ci"] = list(bootstrap_interval(scores, seed=seed))
         results.update(tokenize=tokenize.pop(), self_bleu_samples=count)
     return results
 
@@ -308,7 +314,8 @@ def plot_sweep(records: Sequence[Mapping[str, Any]], path: str, xlabel: str, yla
 
 
 def format_table(records: Sequence[Mapping[str, Any]], settings: Sequence[str] = ()) -> str:
-    """Records as a text table, one column per key (floats to 4 decimals, "-" if missing).
+    """Records as a text table, one column per key (floats to 4 decimals, an interval as
+    ``low..high``, "-" if missing).
 
     Keys in ``settings`` (e.g. ``BLEU_SETTINGS``) are not columns: their values are
     stated on a line under the table.
@@ -316,8 +323,14 @@ def format_table(records: Sequence[Mapping[str, Any]], settings: Sequence[str] =
     columns = list(dict.fromkeys(
         key for record in records for key in record if key not in settings
     ))
-    cells = [[f"{r[c]:.4f}" if isinstance(r.get(c), float) else str(r.get(c, "-"))
-              for c in columns] for r in records]
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return f"{value[0]:.4f}..{value[1]:.4f}"
+        return str(value)
+
+    cells = [[cell(r.get(c, "-")) for c in columns] for r in records]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = [columns, *cells]
     table = [

@@ -27,6 +27,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from nltk import word_tokenize
 
 from .errors import ConfigError
@@ -123,15 +124,28 @@ class ReferenceBLEU:
             self._ref_lens, self.max_order,
         )
 
-    def score(self, hypotheses: Sequence[str]) -> float:
-        """Mean sentence BLEU (0..1) of the hypotheses: the text-GAN BLEU-n figure."""
+    def sentence_scores(self, hypotheses: Sequence[str]) -> list[float]:
+        """Each hypothesis's BLEU (0..1) against all references."""
         if len(hypotheses) == 0:
             raise ConfigError("BLEU of an empty list of hypotheses is undefined")
-        return sum(self.sentence_score(h) for h in hypotheses) / len(hypotheses)
+        return [self.sentence_score(h) for h in hypotheses]
+
+    def score(self, hypotheses: Sequence[str]) -> float:
+        """Mean sentence BLEU (0..1) of the hypotheses: the text-GAN BLEU-n figure."""
+        scores = self.sentence_scores(hypotheses)
+        return sum(scores) / len(scores)
 
 
 def self_bleu(sentences: Sequence[str], max_order: int = 4, tokenize: str = "nltk") -> float:
-    """Self-BLEU-n (0..1): mean BLEU of each sentence against all the other sentences.
+    """Self-BLEU-n (0..1): mean BLEU of each sentence against all the other sentences
+    (the mean of :func:`self_bleu_scores`)."""
+    scores = self_bleu_scores(sentences, max_order, tokenize)
+    return sum(scores) / len(scores)
+
+
+def self_bleu_scores(sentences: Sequence[str], max_order: int = 4,
+                     tokenize: str = "nltk") -> list[float]:
+    """Each sentence's BLEU-n (0..1) against all the other sentences.
 
     A diversity measure: identical sentences give 1.0. Equal to NLTK's method1
     ``sentence_bleu`` of each sentence with the rest as references, in one pass: for every
@@ -164,7 +178,7 @@ def self_bleu(sentences: Sequence[str], max_order: int = 4, tokenize: str = "nlt
     len_counts = Counter(sentence_lens)
     all_lens = sorted(len_counts)
 
-    total = 0.0
+    scores = []
     for i, (ngrams, length) in enumerate(zip(sentence_ngrams, sentence_lens, strict=True)):
 
         def max_count(ngram: Ngram, i: int = i) -> int:
@@ -172,5 +186,23 @@ def self_bleu(sentences: Sequence[str], max_order: int = 4, tokenize: str = "nlt
             return second if holder == i else best
 
         lens = all_lens if len_counts[length] > 1 else [n for n in all_lens if n != length]
-        total += _sentence_bleu(ngrams, length, max_count, lens, max_order)
-    return total / len(sentences)
+        scores.append(_sentence_bleu(ngrams, length, max_count, lens, max_order))
+    return scores
+
+
+def bootstrap_interval(scores: Sequence[float], resamples: int = 1000, level: float = 0.95,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-sample ``scores``.
+
+    For BLEU the samples are resampled against the fixed reference set; for self-BLEU each
+    sample's score against the other samples is resampled as it is (the pool it was
+    scored against stays the drawn one), which measures the spread over samples and not
+    over pools.
+    """
+    if len(scores) == 0 or resamples < 1 or not 0 < level < 1:
+        raise ConfigError("bootstrap_interval needs scores, resamples >= 1 and 0 < level < 1")
+    values = np.asarray(scores, dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(values), (resamples, len(values)))
+    means = values[draws].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))

@@ -205,6 +205,9 @@ def test_evaluate_script_with_references(lm_data, checkpoint, generator, tmp_pat
     for order in (2, 3, 4, 5):
         assert 0.0 <= result[f"bleu{order}"] <= 1.0
         assert 0.0 <= result[f"self_bleu{order}"] <= 1.0
+        for name in (f"bleu{order}", f"self_bleu{order}"):
+            low, high = result[f"{name}_ci"]
+            assert low < result[name] < high  # 100 varied samples: a real interval
     assert result["bleu2"] > result["bleu5"]
     assert result["nll_test"] == pytest.approx(nll_test(*generator, "test"), abs=1e-9)
     assert result["perplexity"] == pytest.approx(math.exp(result["nll_test"]))

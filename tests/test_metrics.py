@@ -10,7 +10,13 @@ from nltk import word_tokenize
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
 from fairseq_maligan.errors import ConfigError
-from fairseq_maligan.metrics import ReferenceBLEU, self_bleu, tokenizer
+from fairseq_maligan.metrics import (
+    ReferenceBLEU,
+    bootstrap_interval,
+    self_bleu,
+    self_bleu_scores,
+    tokenizer,
+)
 
 ORDERS = [2, 3, 4, 5]
 COCO = ROOT.parent / "shared" / "data" / "texygen"  # Texygen's MS-COCO captions
@@ -173,3 +179,25 @@ def test_bad_input_is_a_config_error():
         ReferenceBLEU([])
     with pytest.raises(ConfigError):
         ReferenceBLEU(["a b"], 0)
+
+
+def test_bootstrap_interval_of_the_mean():
+    """Constant scores give a point; for 0/1 scores the 95 % interval of the mean is close
+    to the normal one, p +- 1.96 sqrt(p (1 - p) / n)."""
+    assert bootstrap_interval([0.3] * 50) == (pytest.approx(0.3), pytest.approx(0.3))
+    scores = [1.0] * 300 + [0.0] * 700
+    low, high = bootstrap_interval(scores, resamples=4000, seed=1)
+    half = 1.96 * (0.3 * 0.7 / 1000) ** 0.5
+    assert low == pytest.approx(0.3 - half, abs=0.004)
+    assert high == pytest.approx(0.3 + half, abs=0.004)
+    assert bootstrap_interval(scores, seed=1) == bootstrap_interval(scores, seed=1)
+
+
+def test_per_sentence_scores_average_to_the_figures():
+    hypotheses = ["the cat sat on the mat", "a dog ran", "the cat ran on the mat"]
+    references = ReferenceBLEU(["the cat sat on a mat", "a dog ran home"], 3)
+    scores = references.sentence_scores(hypotheses)
+    assert sum(scores) / 3 == pytest.approx(references.score(hypotheses))
+    own = self_bleu_scores(hypotheses, 3)
+    assert sum(own) / 3 == pytest.approx(self_bleu(hypotheses, 3))
+    assert own[1] < own[0]  # the odd sentence out shares the fewest n-grams

@@ -25,10 +25,11 @@ import math
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -280,13 +281,15 @@ class LMExperiment(Runner):
         keep = ["--save-interval-updates", str(interval), "--keep-interval-updates", "-1"] \
             if interval > 0 else []
         max_tokens = self.budget.finetune_max_tokens or self.budget.max_tokens
-        self.fairseq(method, "train", [
+        log = self.fairseq(method, "train", [
             *self.common_args(save_dir, max_tokens),
             *method_args(method, self.budget, self.disc_path),
             *(self.discriminator if method != "mle" else []),
             "--lr", str(self.budget.lr), "--max-update", str(self.budget.updates),
             "--finetune-from-model", pretrained, *keep,
         ])
+        if method != "mle":
+            self.stages[-1]["format_audit"] = format_audit(log)
         return save_dir
 
     def run_all(self, raw: Path, methods: Sequence[str] = tuple(METHODS)) -> dict[str, Path]:
@@ -321,6 +324,44 @@ class LMExperiment(Runner):
             sys.exit(f"{stage}: no perplexity in fairseq-eval-lm's output")
         loss2, perplexity = float(found.group(1)), float(found.group(2))
         return {"loss_base2": loss2, "perplexity": perplexity, "nll": loss2 * math.log(2)}
+
+
+AUDIT_KEYS = ("disc/acc_real", "disc/acc_fake", "sample/eos_real", "sample/eos_fake",
+              "sample/len_real", "sample/len_fake")
+"""The format audit of an adversarial run: did D judge content, not format?"""
+
+
+def format_audit(log: str) -> dict[str, float]:
+    """The audit keys from the last ``train`` summary line of a fairseq-train log: the
+    share of real and sampled rows that end in EOS, their mean lengths, D's accuracy."""
+    lines = [line for line in log.splitlines() if "| train |" in line]
+    if not lines:
+        return {}
+    fields = dict(re.findall(r"([\w/]+) ([-\d.]+)(?= \||$)", lines[-1]))
+    return {key: float(fields[key]) for key in AUDIT_KEYS if key in fields}
+
+
+def paired_differences(values: Mapping[Any, Mapping[str, float]], baseline: str = "mle"
+                       ) -> dict[str, dict[str, Any]]:
+    """Per method, the per-seed difference method - baseline (both continued from the
+    same pretrained checkpoint), their mean and standard deviation, and how many seeds
+    fall below and above zero. ``values``: seed -> method -> value; undefined (nan)
+    values are left out of that seed."""
+    methods = {m for per_method in values.values() for m in per_method if m != baseline}
+    result = {}
+    for method in sorted(methods):
+        differences = [per_method[method] - per_method[baseline]
+                       for per_method in values.values()
+                       if not math.isnan(per_method.get(method, math.nan))
+                       and not math.isnan(per_method.get(baseline, math.nan))]
+        result[method] = {
+            "differences": differences,
+            "mean": statistics.fmean(differences) if differences else math.nan,
+            "std": statistics.stdev(differences) if len(differences) > 1 else 0.0,
+            "below": sum(d < 0 for d in differences),
+            "above": sum(d > 0 for d in differences),
+        }
+    return result
 
 
 def checkpoint_updates(path: Path) -> int:

@@ -284,6 +284,44 @@ def temperature_sweep(
     return records
 
 
+def lower_is_better(metric: str) -> bool:
+    """NLLs and self-BLEU improve downwards, BLEU upwards."""
+    return not metric.startswith("bleu")
+
+
+def beyond_baseline(records: Sequence[Mapping[str, Any]], baseline: str) -> dict[str, list]:
+    """The sweep points of each other model that no temperature of ``baseline`` reaches.
+
+    A point is beyond the baseline when no baseline point is at least as good on both
+    quality and diversity (each in its own direction, :func:`lower_is_better`). A point
+    with an undefined value (NLL-oracle of a model with no valid sample) is not on the
+    plane: it is never beyond and covers nothing. Returns name -> the temperatures of its
+    points beyond; an empty list means the baseline's temperatures cover that model.
+    """
+    def as_good(a: Mapping[str, Any], b: Mapping[str, Any], axis: str) -> bool:
+        sign = 1 if lower_is_better(a[f"{axis}_metric"]) else -1
+        return sign * a[axis] <= sign * b[axis]
+
+    def placed(record: Mapping[str, Any]) -> bool:
+        return math.isfinite(record["quality"]) and math.isfinite(record["diversity"])
+
+    if not any(r["name"] == baseline for r in records):
+        raise ConfigError(f"no sweep points of the baseline {baseline!r}")
+    base = [r for r in records if r["name"] == baseline and placed(r)]
+    beyond: dict[str, list] = {}
+    for record in records:
+        if record["name"] == baseline:
+            continue
+        beyond.setdefault(record["name"], [])
+        if not placed(record):
+            continue
+        covered = any(as_good(b, record, "quality") and as_good(b, record, "diversity")
+                      for b in base)
+        if not covered:
+            beyond[record["name"]].append(record["temperature"])
+    return beyond
+
+
 def plot_sweep(records: Sequence[Mapping[str, Any]], path: str, xlabel: str, ylabel: str) -> None:
     """Quality (x) against diversity (y), one curve per checkpoint, points labelled by T.
 

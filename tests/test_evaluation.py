@@ -14,6 +14,7 @@ from fairseq.data import Dictionary
 
 from fairseq_maligan.errors import ConfigError
 from fairseq_maligan.evaluation import (
+    beyond_baseline,
     detokenize,
     evaluate_generator,
     load_generator,
@@ -226,3 +227,24 @@ def test_self_bleu_samples_default_and_bounds(lm_data, generator):
     with pytest.raises(ConfigError, match="self-bleu-samples"):
         evaluate_generator(model, task, num_samples=30, max_len=20, split=None, bleus=bleus,
                            self_bleu_samples=31)
+
+
+def test_beyond_baseline_by_hand():
+    """Oracle axes (both lower is better) and BLEU axes (quality upwards)."""
+    def point(name, temperature, quality, diversity, metrics=("nll_oracle", "nll_test")):
+        return {"name": name, "temperature": temperature, "quality": quality,
+                "diversity": diversity, "quality_metric": metrics[0],
+                "diversity_metric": metrics[1]}
+
+    records = [point("MLE", 0.7, 8.0, 7.5), point("MLE", 1.0, 9.0, 7.0),
+               point("GAN", 0.7, 8.5, 7.4),   # covered by neither MLE point on both axes
+               point("GAN", 1.0, 9.5, 7.2),   # worse than MLE at T = 1.0 on both
+               point("GAN", 1.5, math.nan, 6.0),  # no valid sample: not on the plane
+               point("MLE", 1.5, math.nan, 5.0)]  # covers nothing
+    assert beyond_baseline(records, "MLE") == {"GAN": [0.7]}
+    bleu = ("bleu4", "self_bleu4")
+    records = [point("MLE", 1.0, 0.30, 0.40, bleu), point("GAN", 1.0, 0.35, 0.45, bleu),
+               point("GAN", 0.8, 0.28, 0.50, bleu)]
+    assert beyond_baseline(records, "MLE") == {"GAN": [1.0]}
+    with pytest.raises(ConfigError, match="baseline 'mle'"):
+        beyond_baseline(records, "mle")

@@ -23,7 +23,9 @@ from experiment import (
     Budget,
     cached_result,
     checkpoint_updates,
+    format_audit,
     method_args,
+    paired_differences,
 )
 from fairseq.data import Dictionary
 
@@ -154,8 +156,43 @@ def test_synthetic_oracle_quick(tmp_path):
     for method in ("seqgan", "maligan_basic", "maligan_full"):
         assert f"--disc-path {disc}" in next(
             s["command"] for s in results["stages"] if s["stage"] == method)
+    for method in ("seqgan", "maligan_basic", "maligan_full"):
+        paired = results["paired_minus_mle"]["nll_test"][method]
+        final, mle = curves[method][-1]["nll_test"], curves["mle"][-1]["nll_test"]
+        assert paired["differences"] == [pytest.approx(final - mle)]
+    audit = {row["method"]: row for row in results["format_audit"]}
+    assert set(audit) == {"seqgan", "maligan_basic", "maligan_full"}
+    assert all(0 <= audit[m]["sample/eos_fake"] <= 1 for m in audit)
+    assert set(results["beyond_mle_temperatures"]) == set(METHODS.values()) - {"MLE"}
     check_png(tmp_path / "curves.png")
     check_png(tmp_path / "sweep.png")
+
+
+def test_format_audit_reads_the_last_train_line():
+    log = "\n".join([
+        "x | INFO | train | epoch 001 | loss 2.1 | disc/acc_real 0.2 | sample/eos_fake 0.5",
+        "x | INFO | valid | epoch 002 | disc/acc_real 0.9",
+        "x | INFO | train | epoch 002 | loss 1.9 | disc/acc_real 0.601 | disc/acc_fake 0.765 "
+        "| sample/len_real 21 | sample/eos_real 1 | sample/len_fake 24.739 | "
+        "sample/eos_fake 0.98 | wall 12",
+    ])
+    assert format_audit(log) == {
+        "disc/acc_real": 0.601, "disc/acc_fake": 0.765, "sample/eos_real": 1.0,
+        "sample/eos_fake": 0.98, "sample/len_real": 21.0, "sample/len_fake": 24.739}
+    assert format_audit("no training here") == {}
+
+
+def test_paired_differences_by_hand():
+    values = {1: {"mle": 5.0, "gan": 4.5, "other": 5.5},
+              2: {"mle": 6.0, "gan": 5.0, "other": math.nan},
+              3: {"mle": 4.0, "gan": 4.5, "other": 4.5}}
+    paired = paired_differences(values)
+    assert paired["gan"]["differences"] == [-0.5, -1.0, 0.5]
+    assert paired["gan"]["mean"] == pytest.approx(-1 / 3)
+    assert paired["gan"]["std"] == pytest.approx(math.sqrt(((1 / 6) ** 2 + (2 / 3) ** 2
+                                                            + (5 / 6) ** 2) / 2))
+    assert (paired["gan"]["below"], paired["gan"]["above"]) == (2, 1)
+    assert paired["other"]["differences"] == [0.5, 0.5]  # seed 2 undefined: left out
 
 
 @pytest.mark.skipif(not (SHARED / "chinese-poems").is_dir(), reason="needs ../shared/data")

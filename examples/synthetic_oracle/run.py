@@ -30,6 +30,7 @@ import torch
 
 from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import (
+    beyond_baseline,
     evaluate_generator,
     load_generator,
     plot_sweep,
@@ -43,6 +44,7 @@ from experiment import (  # noqa: E402
     LMExperiment,
     cached_result,
     interval_checkpoints,
+    paired_differences,
     parse_mode,
     write_results,
 )
@@ -191,11 +193,19 @@ def main() -> None:
              for key in ("nll_oracle", "nll_test", "invalid")}
     final = {method: {key: mean_spread([per_seed[s][method][-1][key] for s in seeds])
                       for key in ("nll_oracle", "nll_test", "invalid")} for method in METHODS}
+    paired = {key: paired_differences({s: {m: per_seed[s][m][-1][key] for m in METHODS}
+                                       for s in seeds}) for key in ("nll_oracle", "nll_test")}
+    audit = {(stage["seed"], stage["stage"]): stage["format_audit"]
+             for stage in stages if "format_audit" in stage}
+    beyond = beyond_baseline(sweep, METHODS["mle"])
     plot_curves(per_seed, out / "curves.png")
     results = {
         "mode": mode, "seeds": seeds, "budget": budget, "vocab": scale["vocab"],
         "train_sequences": scale["train"], "oracle_nll_of_its_test_data": oracle_floor,
-        "pretrained": start, "final": final, "curves": per_seed, "sweep": sweep,
+        "pretrained": start, "final": final, "paired_minus_mle": paired,
+        "format_audit": [{"seed": seed, "method": method, **values}
+                         for (seed, method), values in audit.items()],
+        "beyond_mle_temperatures": beyond, "curves": per_seed, "sweep": sweep,
         "published_seqgan_table2": PUBLISHED, "stages": stages,
         "seconds": round(time.time() - started, 1),
     }
@@ -209,6 +219,19 @@ def main() -> None:
                        *((label, final[method]) for method, label in METHODS.items())]:
         print(f"{label:<16}{_cell(row['nll_oracle'], len(seeds)):>28}"
               f"{_cell(row['nll_test'], len(seeds)):>18}{row['invalid']['mean']:>9.1%}")
+    print("\nminus MLE on the same pretrained checkpoint, per seed (seeds below / above 0):")
+    for method, label in METHODS.items():
+        if method != "mle":
+            print(f"{label:<16}" + "".join(
+                f"{key}: {row['mean']:+.3f} ({row['below']}/{row['above']})  "
+                for key, row in ((k, paired[k][method]) for k in paired)))
+    print("\nformat audit at the end (EOS share real/fake, mean length real/fake, D acc):")
+    for (seed, method), values in audit.items():
+        print(f"seed {seed} {METHODS[method]:<14}" + " ".join(
+            f"{key.split('/')[1]} {value:g}" for key, value in values.items()))
+    for label, temperatures in beyond.items():
+        answer = f"yes, at T = {temperatures}" if temperatures else "no"
+        print(f"{label} beyond every temperature of MLE (seed {seeds[0]}): {answer}")
     print(f"\ntotal {results['seconds']:.0f} s; results, curves.png and sweep.png in {out}")
 
 

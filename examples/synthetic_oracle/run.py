@@ -59,7 +59,10 @@ PUBLISHED = {"random": 10.310, "mle": 9.038, "scheduled sampling": 8.985, "pg_bl
 
 QUICK = Budget.quick(mle_epochs=3, max_tokens=1000, prefix_init=12, prefix_decay=4,
                      prefix_decay_updates=2, save_interval_updates=3)
-FULL = Budget(mle_epochs=12, mle_lr=0.01, max_tokens=2100, finetune_max_tokens=1050,
+# SeqGAN's budget (LantaoYu/SeqGAN, sequence_gan.py): 120 MLE epochs at batch 64, then 200
+# adversarial generator updates; 64 sequences of 20 tokens and EOS are 1,344 tokens.
+FULL = Budget(mle_epochs=120, mle_patience=10, mle_max_epochs=200, mle_lr=0.01,
+              max_tokens=1344, finetune_max_tokens=1344,
               updates=200, lr=1e-3, rollouts=16, prefix_init=16, prefix_decay=2,
               prefix_decay_updates=25, disc_lr=1e-3,
               disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64,

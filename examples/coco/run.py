@@ -38,7 +38,10 @@ DATA = HERE.parents[2] / "shared" / "data" / "texygen"
 ORDERS = (2, 3, 4, 5)
 MAX_LEN = 40
 QUICK = Budget.quick(prefix_init=8, prefix_decay=4, prefix_decay_updates=3)
-FULL = Budget(mle_epochs=15, mle_lr=0.005, max_tokens=2500, finetune_max_tokens=1250,
+# Texygen's budget: 80 MLE epochs at batch 64 (TextGAN-PyTorch: 150, the cap here), then
+# adversarial training at batch 64; 64 captions of 11.5 tokens with EOS are about 734 tokens.
+FULL = Budget(mle_epochs=80, mle_patience=10, mle_max_epochs=150, mle_lr=0.005,
+              max_tokens=734, finetune_max_tokens=734,
               updates=200, lr=1e-3, rollouts=8, prefix_init=12, prefix_decay=2,
               prefix_decay_updates=35, disc_lr=1e-3,
               disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64)

@@ -221,7 +221,8 @@ class LMExperiment(Runner):
 
         It runs the budget's ``mle_epochs`` (the published budget: never less), then, with
         ``mle_patience`` > 0, goes on until the valid loss has not improved for that many
-        epochs (fairseq's ``--patience``) or ``mle_max_epochs`` are done. The epochs and
+        epochs (fairseq's ``--patience``) or ``mle_max_epochs`` are done; not at all if
+        the best epoch of the floor is already that many epochs old. The epochs and
         updates it took are written to ``pretrained/pretraining.json`` (and to the stage's
         record), whose presence also marks the stage finished for a rerun.
         """
@@ -232,7 +233,7 @@ class LMExperiment(Runner):
                 "--optimizer", "adam", "--lr", str(budget.mle_lr)]
         if not summary.exists():
             self.fairseq("pretrain_mle", "train", [*args, "--max-epoch", str(budget.mle_epochs)])
-            if budget.mle_patience > 0:
+            if budget.mle_patience > 0 and not best_is_stale(save_dir, budget.mle_patience):
                 cap = budget.mle_max_epochs or 4 * budget.mle_epochs
                 self.fairseq("pretrain_mle_to_convergence", "train", [
                     *args, "--max-epoch", str(cap), "--patience", str(budget.mle_patience),
@@ -362,6 +363,16 @@ def paired_differences(values: Mapping[Any, Mapping[str, float]], baseline: str 
             "above": sum(d > 0 for d in differences),
         }
     return result
+
+
+def best_is_stale(save_dir: Path, patience: int) -> bool:
+    """Whether ``checkpoint_best.pt`` is ``patience`` or more epochs older than
+    ``checkpoint_last.pt``: the valid loss has already stopped improving."""
+    def epoch(name: str) -> int:
+        state = torch.load(save_dir / name, map_location="cpu", weights_only=True)
+        return int(state["extra_state"]["train_iterator"]["epoch"])
+
+    return epoch("checkpoint_last.pt") - epoch("checkpoint_best.pt") >= patience
 
 
 def checkpoint_updates(path: Path) -> int:

@@ -21,6 +21,7 @@ import torch
 from experiment import (
     METHODS,
     Budget,
+    best_is_stale,
     cached_result,
     checkpoint_updates,
     format_audit,
@@ -95,7 +96,7 @@ def test_pretraining_runs_the_floor_then_stops_on_patience(lm_data, tmp_path):
     from experiment import LMExperiment
 
     budget = Budget(mle_epochs=2, mle_lr=0.3, max_tokens=400, updates=1, lr=1e-3,
-                    mle_patience=1, mle_max_epochs=12)
+                    mle_patience=2, mle_max_epochs=12)  # a best 2 epochs old cannot be stale
     experiment = LMExperiment(tmp_path, TINY_LSTM, budget, tokens_per_sample=32)
     experiment.data = lm_data
     experiment.pretrain()
@@ -105,10 +106,22 @@ def test_pretraining_runs_the_floor_then_stops_on_patience(lm_data, tmp_path):
     assert experiment.stages[1]["pretraining"] == summary
     log = Path(experiment.stages[1]["log"]).read_text()
     assert summary["floor_epochs"] == 2 and 2 < summary["epochs"] < 12  # patience stopped it
-    assert "early stop since valid performance hasn't improved for last 1 runs" in log
+    assert "early stop since valid performance hasn't improved for last 2 runs" in log
     assert summary["best_updates"] <= summary["updates"]
     experiment.pretrain()
     assert len(experiment.stages) == 2
+
+
+def test_best_is_stale_compares_the_epochs_of_best_and_last(tmp_path):
+    def save(name: str, epoch: int) -> None:
+        torch.save({"extra_state": {"train_iterator": {"epoch": epoch}}}, tmp_path / name)
+
+    save("checkpoint_best.pt", 10)
+    save("checkpoint_last.pt", 120)
+    assert best_is_stale(tmp_path, 10)
+    save("checkpoint_last.pt", 19)
+    assert not best_is_stale(tmp_path, 10)
+    assert best_is_stale(tmp_path, 9)
 
 
 def test_cached_result_runs_once_per_budget(tmp_path):

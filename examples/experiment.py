@@ -158,11 +158,15 @@ def discriminator_args(budget: Budget) -> list[str]:
             "--disc-hidden-dim", str(budget.disc_dim)]
 
 
-def method_args(method: str, budget: Budget, disc_path: Path | None = None) -> list[str]:
-    """Task, criterion and optimiser options of one method."""
+def method_args(method: str, budget: Budget, disc_path: Path | None = None,
+                mle_criterion: str = "cross_entropy") -> list[str]:
+    """Task, criterion and optimiser options of one method (``mle_criterion``: that of
+    MLE, ``adaptive_loss`` for a model with an adaptive softmax, which stock fairseq
+    builds only with ``--ddp-backend legacy_ddp``)."""
     if method == "mle":
-        return ["--task", "language_modeling", "--criterion", "cross_entropy",
-                "--optimizer", "adam"]
+        legacy = ["--ddp-backend", "legacy_ddp"] if mle_criterion == "adaptive_loss" else []
+        return ["--task", "language_modeling", "--criterion", mle_criterion,
+                "--optimizer", "adam", *legacy]
     adversarial = [
         "--task", "maligan_language_modeling", "--optimizer", "maligan_adam",
         *discriminator_args(budget), "--disc-lr", str(budget.disc_lr),
@@ -187,10 +191,13 @@ class LMExperiment(Runner):
 
     def __init__(self, out: Path, generator: Sequence[str], budget: Budget, seed: int = 1,
                  threads: int = 1, tokens_per_sample: int = 64,
-                 discriminator: Sequence[str] = ()) -> None:
+                 discriminator: Sequence[str] = (), mle_criterion: str = "cross_entropy",
+                 pretrain_args: Sequence[str] = ()) -> None:
         super().__init__(out, threads)
         self.generator = list(generator)
         self.discriminator = list(discriminator)  # extra --disc-* options (layers, cell)
+        self.mle_criterion = mle_criterion  # of pretraining and of the MLE baseline
+        self.pretrain_args = list(pretrain_args)  # e.g. a learning-rate schedule
         self.disc_path: Path | None = None
         self.budget = budget
         self.seed = seed
@@ -229,8 +236,9 @@ class LMExperiment(Runner):
         save_dir = self.out / "pretrained"
         summary = save_dir / "pretraining.json"
         budget = self.budget
-        args = [*self.common_args(save_dir, budget.max_tokens), "--task", "language_modeling",
-                "--optimizer", "adam", "--lr", str(budget.mle_lr)]
+        args = [*self.common_args(save_dir, budget.max_tokens),
+                *method_args("mle", budget, mle_criterion=self.mle_criterion),
+                "--lr", str(budget.mle_lr), *self.pretrain_args]
         if not summary.exists():
             self.fairseq("pretrain_mle", "train", [*args, "--max-epoch", str(budget.mle_epochs)])
             if budget.mle_patience > 0 and not best_is_stale(save_dir, budget.mle_patience):
@@ -238,17 +246,7 @@ class LMExperiment(Runner):
                 self.fairseq("pretrain_mle_to_convergence", "train", [
                     *args, "--max-epoch", str(cap), "--patience", str(budget.mle_patience),
                 ])
-            last = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu",
-                              weights_only=True)
-            best = torch.load(save_dir / "checkpoint_best.pt", map_location="cpu",
-                              weights_only=True)
-            took = {
-                "epochs": int(last["extra_state"]["train_iterator"]["epoch"]),
-                "updates": int(last["optimizer_history"][-1]["num_updates"]),
-                "best_updates": int(best["optimizer_history"][-1]["num_updates"]),
-                "best_valid_loss": float(best["extra_state"]["val_loss"]),
-                "floor_epochs": budget.mle_epochs, "patience": budget.mle_patience,
-            }
+            took = pretraining_summary(save_dir, budget)
             write_results(summary, took)
             self.stages[-1]["pretraining"] = took  # into every results.json's stages
         return save_dir / "checkpoint_best.pt"
@@ -284,7 +282,7 @@ class LMExperiment(Runner):
         max_tokens = self.budget.finetune_max_tokens or self.budget.max_tokens
         log = self.fairseq(method, "train", [
             *self.common_args(save_dir, max_tokens),
-            *method_args(method, self.budget, self.disc_path),
+            *method_args(method, self.budget, self.disc_path, self.mle_criterion),
             *(self.discriminator if method != "mle" else []),
             "--lr", str(self.budget.lr), "--max-update", str(self.budget.updates),
             "--finetune-from-model", pretrained, *keep,
@@ -365,12 +363,35 @@ def paired_differences(values: Mapping[Any, Mapping[str, float]], baseline: str 
     return result
 
 
+def completed_epochs(state: Mapping[str, Any]) -> int:
+    """The epochs a fairseq checkpoint had finished: its iterator state names the epoch
+    to run next once an epoch is over (``iterations_in_epoch`` 0)."""
+    iterator = state["extra_state"]["train_iterator"]
+    return int(iterator["epoch"]) - (iterator.get("iterations_in_epoch", 0) == 0)
+
+
+def pretraining_summary(save_dir: Path, budget: Budget) -> dict[str, Any]:
+    """Epochs and updates that MLE pretraining in ``save_dir`` took, and its best's."""
+    def load(name: str) -> dict[str, Any]:
+        return torch.load(save_dir / name, map_location="cpu", weights_only=True)
+
+    last, best = load("checkpoint_last.pt"), load("checkpoint_best.pt")
+    return {
+        "epochs": completed_epochs(last),
+        "updates": int(last["optimizer_history"][-1]["num_updates"]),
+        "best_epoch": completed_epochs(best),
+        "best_updates": int(best["optimizer_history"][-1]["num_updates"]),
+        "best_valid_loss": float(best["extra_state"]["val_loss"]),
+        "floor_epochs": budget.mle_epochs, "patience": budget.mle_patience,
+    }
+
+
 def best_is_stale(save_dir: Path, patience: int) -> bool:
     """Whether ``checkpoint_best.pt`` is ``patience`` or more epochs older than
     ``checkpoint_last.pt``: the valid loss has already stopped improving."""
     def epoch(name: str) -> int:
-        state = torch.load(save_dir / name, map_location="cpu", weights_only=True)
-        return int(state["extra_state"]["train_iterator"]["epoch"])
+        return completed_epochs(torch.load(save_dir / name, map_location="cpu",
+                                           weights_only=True))
 
     return epoch("checkpoint_last.pt") - epoch("checkpoint_best.pt") >= patience
 

@@ -51,7 +51,14 @@ from .discriminators import (
 )
 from .errors import ConfigError, TrainingError
 from .optim import GENERATOR_GROUP, MaliganAdam
-from .sampling import rollout_scores, sample_continuations, token_log_probs, training_mode
+from .sampling import (
+    adaptive_softmax,
+    adaptive_token_log_probs,
+    rollout_scores,
+    sample_continuations,
+    token_log_probs,
+    training_mode,
+)
 from .tasks import adopt_adversarial_steps
 
 logger = logging.getLogger(__name__)
@@ -664,10 +671,16 @@ class AdversarialCriterion(FrozenCopies, FairseqCriterion):
         return sum(p.sum() for p in params) * 0.0
 
     def mle_loss(self, model, sample: dict) -> tuple[Tensor, int]:
-        """Summed NLL of the targets, exactly as fairseq's cross-entropy computes it."""
+        """Summed NLL of the targets, exactly as fairseq's cross-entropy (or, for an
+        adaptive softmax, its ``adaptive_loss``) computes it."""
         net_output = model(**sample["net_input"])
-        lprobs = model.get_normalized_probs(net_output, log_probs=True)
         target = model.get_targets(sample, net_output)
+        softmax = adaptive_softmax(model)
+        if softmax is not None:
+            picked = adaptive_token_log_probs(softmax, net_output[0], target)
+            loss = -picked.masked_fill(target.eq(self.padding_idx), 0.0).sum()
+            return loss, _ntokens(sample, self.padding_idx)
+        lprobs = model.get_normalized_probs(net_output, log_probs=True)
         loss = torch.nn.functional.nll_loss(
             lprobs.view(-1, lprobs.size(-1)),
             target.view(-1),

@@ -91,3 +91,31 @@ def test_every_criterion_fine_tunes_an_adaptive_model(lm_data, criterion):
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters())
                if a.requires_grad)
     assert torch.isfinite(torch.tensor(nll_test(model.eval(), task, "valid")))
+
+
+def test_mle_term_is_the_models_nll_and_trains(lm_data):
+    """With N covering every row the step is plain MLE: its loss is the batch's NLL under
+    the model's full distribution (what stock ``fairseq-eval-lm`` scores), and its
+    backward goes through (fairseq's ``get_log_prob`` writes into its own log-softmax
+    output, which autograd refuses). Stock ``adaptive_loss`` is not the reference: it
+    passes tail-relative targets to ``ignore_index=pad``, so it drops the tail term of
+    the second token of every tail cluster."""
+    _, task, model, crit = build_adaptive(lm_data, "maligan_mixed", [
+        "--prefix-init", "32", "--prefix-decay", "0", "--num-samples", "2",
+        "--disc-embed-dim", "8", "--disc-hidden-dim", "8",
+    ])
+    sample = first_batch(task)
+    assert sample["target"].size(1) < 32
+    model.train()
+    crit.begin_update(0)
+    loss, sample_size, log = crit(model, sample)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    target = sample["target"]
+    with torch.no_grad():
+        full = model.get_normalized_probs(model(**sample["net_input"]), log_probs=True)
+    picked = full.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    nll = -picked[target.ne(task.target_dictionary.pad())].sum()
+    assert sample_size == int(target.ne(task.target_dictionary.pad()).sum())
+    assert log["mle_loss"].item() == pytest.approx(nll.item(), rel=1e-5)
+    assert log["loss"].item() == pytest.approx(nll.item(), rel=1e-5)  # mle weight 1

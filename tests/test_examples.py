@@ -106,6 +106,9 @@ def test_pretraining_runs_the_floor_then_stops_on_patience(lm_data, tmp_path):
     assert experiment.stages[1]["pretraining"] == summary
     log = Path(experiment.stages[1]["log"]).read_text()
     assert summary["floor_epochs"] == 2 and 2 < summary["epochs"] < 12  # patience stopped it
+    trained = sum(Path(stage["log"]).read_text().count("| train | epoch")
+                  for stage in experiment.stages)
+    assert summary["epochs"] == trained  # epochs completed, not the iterator's next one
     assert "early stop since valid performance hasn't improved for last 2 runs" in log
     assert summary["best_updates"] <= summary["updates"]
     experiment.pretrain()
@@ -251,6 +254,23 @@ def test_ptb_quick_stock_eval_lm(tmp_path):
     assert stock == pytest.approx(math.exp(nll_test(model, task, "test")), rel=1e-3)
     assert "--user-dir" not in next(s["command"] for s in results["stages"]
                                     if s["stage"] == "eval_maligan_full_test")
+
+
+@pytest.mark.skipif(not (SHARED / "ptb").is_dir(), reason="needs ../shared/data")
+def test_transformer_lm_quick_adaptive(tmp_path):
+    """A stock transformer_lm with adaptive input and softmax: pretrained and continued
+    with stock adaptive_loss, fine-tuned by every criterion, scored by stock
+    fairseq-eval-lm (no --user-dir)."""
+    results = run_example("transformer_lm", tmp_path)
+    check_runs(tmp_path, 6, results["stages"])
+    commands = {s["stage"]: s["command"] for s in results["stages"]}
+    for stage in ("pretrain_mle", "mle"):
+        assert "--criterion adaptive_loss" in commands[stage]
+    assert "--user-dir" not in commands["eval_maligan_full_test"]
+    assert results["pretraining"]["epochs"] == 2
+    for name in ("pretrained", *METHODS):
+        assert 1 < results["scores"][name]["test_ppl"] < 3400  # below uniform over the vocab
+    check_png(tmp_path / "sweep.png")
 
 
 def test_mnist_quick(tmp_path):

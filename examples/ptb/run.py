@@ -48,17 +48,26 @@ FULL = Budget(mle_epochs=8, mle_lr=0.003, max_tokens=4000, finetune_max_tokens=2
               disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64)
 
 
-def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
-    budget = args.budget
-    started = time.time()
-    raw, removed = args.out / "raw", {}
+def write_splits(raw: Path, quick: bool) -> dict[str, int]:
+    """PTB's splits without the sentences over ``MAX_WORDS`` words (quick: the first 1,000
+    training and 200 valid/test sentences) as ``raw/{train,valid,test}.txt``; returns how
+    many sentences each split lost."""
+    removed = {}
     for split in ("train", "valid", "test"):
         sentences = read_references(str(DATA / f"ptb.{split}.txt"))
         kept = [s for s in sentences if len(s.split()) <= MAX_WORDS]
         removed[split] = len(sentences) - len(kept)
         write_lines(raw / f"{split}.txt", kept[:1000 if split == "train" else 200]
-                    if args.quick else kept)
+                    if quick else kept)
+    return removed
+
+
+def main() -> None:
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
+    budget = args.budget
+    started = time.time()
+    raw = args.out / "raw"
+    removed = write_splits(raw, args.quick)
 
     dim = "32" if args.quick else "200"
     generator = ["--arch", "lstm_lm", "--decoder-embed-dim", dim, "--decoder-hidden-size", dim,

@@ -5,7 +5,7 @@ language_modeling --criterion adaptive_loss``, no ``--user-dir``), to convergenc
 fine-tuned from that checkpoint by every criterion for the same number of updates
 (``examples/experiment.py``). Data: sentence-level PTB as in ``examples/ptb`` (sentences
 over 35 words removed). Generator: two decoder layers of width 256 (4 heads, FFN 1,024),
-adaptive input and softmax with cutoffs 2,000 and 5,000 and tied adaptive weights: 2.6 M
+adaptive input and softmax with cutoffs 2,000 and 5,000 and tied adaptive weights: 2.47 M
 parameters. Perplexities come from stock ``fairseq-eval-lm``; BLEU-4 and self-BLEU-4 of
 1,000 samples at T = 1 against the test set, with a temperature sweep.
 

@@ -48,7 +48,10 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[2] / "shared" / "data" / "mnist" / "binarized_mnist.npz"
 QUICK = Budget.quick(mle_epochs=3, max_tokens=2000, rollouts=2, prefix_init=36,
                      prefix_decay=18, prefix_decay_updates=2, eval_samples=64)
-FULL = Budget(mle_epochs=10, mle_lr=0.005, max_tokens=4000, finetune_max_tokens=2000,
+# No published pretraining budget found for this set-up: the old floor, then on until
+# the valid loss has not improved for 3 epochs.
+FULL = Budget(mle_epochs=10, mle_patience=3, mle_max_epochs=40,
+              mle_lr=0.005, max_tokens=4000, finetune_max_tokens=2000,
               updates=150, lr=3e-4, rollouts=4, prefix_init=105, prefix_decay=15,
               prefix_decay_updates=20, disc_lr=1e-3,
               disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=32,

@@ -56,7 +56,10 @@ PUBLISHED = {
 HIDDEN = {"poem5": 32, "poem7": 100}
 LENGTH = {"poem5": 24, "poem7": 32}
 QUICK = Budget.quick(prefix_init=16, prefix_decay=8, prefix_decay_updates=3)
-FULL = Budget(mle_epochs=12, mle_lr=0.005, max_tokens=2500, finetune_max_tokens=1250,
+# No published pretraining budget found for this set-up: the old floor, then on until
+# the valid loss has not improved for 3 epochs.
+FULL = Budget(mle_epochs=12, mle_patience=3, mle_max_epochs=50,
+              mle_lr=0.005, max_tokens=2500, finetune_max_tokens=1250,
               updates=200, lr=1e-3, rollouts=8, prefix_init=20, prefix_decay=4,
               prefix_decay_updates=40, disc_lr=1e-3,
               disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=32)

@@ -42,7 +42,10 @@ PUBLISHED = {"MLE": {"valid_ppl": 141.9, "test_ppl": 138.2},
              "MaliGAN-basic": {"valid_ppl": 131.6, "test_ppl": 125.3},
              "MaliGAN-full": {"valid_ppl": 128.0, "test_ppl": 123.8}}
 QUICK = Budget.quick(rollouts=2, prefix_init=30, prefix_decay=5, prefix_decay_updates=1)
-FULL = Budget(mle_epochs=8, mle_lr=0.003, max_tokens=4000, finetune_max_tokens=2000,
+# No published pretraining budget found for this set-up: the old floor, then on until
+# the valid loss has not improved for 3 epochs.
+FULL = Budget(mle_epochs=8, mle_patience=3, mle_max_epochs=40,
+              mle_lr=0.003, max_tokens=4000, finetune_max_tokens=2000,
               updates=180, lr=3e-4, rollouts=4, prefix_init=30, prefix_decay=5,
               prefix_decay_updates=30, disc_lr=1e-3,
               disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64)

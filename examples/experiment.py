@@ -516,6 +516,6 @@ def print_results(title: str, results: dict[str, dict[str, Any]], keys: Sequence
     names = {"pretrained": "MLE pretrained", **METHODS}
     records = [{"model": names.get(n, n), **{k: r.get(k) for k in keys}}
                for n, r in results.items()]
-    records += [{"model": f"paper: {n}", **{k: r.get(k) for k in keys}}
+    records += [{"model": f"published: {n}", **{k: r.get(k) for k in keys}}
                 for n, r in (published or {}).items()]
     print(f"\n{title}\n{format_table(records)}")

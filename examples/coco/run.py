@@ -37,6 +37,17 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[2] / "shared" / "data" / "texygen"
 ORDERS = (2, 3, 4, 5)
 MAX_LEN = 40
+# Texygen (geek-ai/Texygen, docs/evaluation.md): BLEU-n on the COCO test set and self-BLEU-n
+# of each model's samples (their generator samples a fixed length; self-BLEU in its default
+# fast mode scores the first 500 samples, each against the other 499).
+PUBLISHED = {
+    "Texygen MLE": dict(bleu2=.731, bleu3=.497, bleu4=.305, bleu5=.189, self_bleu2=.916,
+                        self_bleu3=.769, self_bleu4=.583, self_bleu5=.408),
+    "Texygen SeqGAN": dict(bleu2=.745, bleu3=.498, bleu4=.294, bleu5=.180, self_bleu2=.950,
+                           self_bleu3=.840, self_bleu4=.670, self_bleu5=.489),
+    "Texygen MaliGAN": dict(bleu2=.673, bleu3=.432, bleu4=.257, bleu5=.159, self_bleu2=.918,
+                            self_bleu3=.781, self_bleu4=.606, self_bleu5=.437),
+}
 QUICK = Budget.quick(prefix_init=8, prefix_decay=4, prefix_decay_updates=3)
 # Texygen's budget: 80 MLE epochs at batch 64 (TextGAN-PyTorch: 150, the cap here), then
 # adversarial training at batch 64; 64 captions of 11.5 tokens with EOS are about 734 tokens.
@@ -70,11 +81,12 @@ def main() -> None:
     sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_LEN)
     write_results(args.out / "results.json", {
         "mode": args.mode, "budget": budget, "scores": scores, "sweep": sweep,
+        "published_texygen": PUBLISHED,
         "stages": experiment.stages, "seconds": round(time.time() - started, 1),
     })
     print_results(f"BLEU-n against test_coco (higher is better) and self-BLEU-n (lower is "
                   f"more diverse); {budget.updates} updates after MLE", scores,
-                  [f"bleu{n}" for n in ORDERS] + [f"self_bleu{n}" for n in ORDERS])
+                  [f"bleu{n}" for n in ORDERS] + [f"self_bleu{n}" for n in ORDERS], PUBLISHED)
     print(f"\nresults.json and sweep.png in {args.out}")
 
 

@@ -463,13 +463,15 @@ def write_lines(path: Path, lines: Sequence[str]) -> None:
 
 def score_text(experiment: LMExperiment, checkpoints: dict[str, Path], references: Path,
                orders: Sequence[int], max_len: int, splits: Sequence[str] = ("test",),
-               stock_eval: bool = False, tokenize: str = "nltk") -> dict[str, dict[str, Any]]:
+               stock_eval: bool = False, tokenize: str = "nltk",
+               self_bleu_samples: int | None = None) -> dict[str, dict[str, Any]]:
     """Perplexity, BLEU-n against ``references`` and self-BLEU-n of every checkpoint.
 
     Perplexities (base e, per token, EOS counted) come from stock ``fairseq-eval-lm`` when
     ``stock_eval``, otherwise in-process (the same figure; ``evaluation.nll_test``). BLEU
-    and self-BLEU score ``budget.eval_samples`` samples at temperature 1; five samples
-    are kept for the README. ``tokenize`` is the BLEU tokenization ("nltk", the text-GAN
+    scores ``budget.eval_samples`` samples at temperature 1, self-BLEU the first
+    ``self_bleu_samples`` of them (default: all); five samples are kept for the README.
+    ``tokenize`` is the BLEU tokenization ("nltk", the text-GAN
     papers'; "none" for text that is already tokenised, such as PTB with its ``<unk>``).
     """
     bleus = {n: ReferenceBLEU(read_references(str(references)), n, tokenize=tokenize)
@@ -486,7 +488,7 @@ def score_text(experiment: LMExperiment, checkpoints: dict[str, Path], reference
                 row[f"{split}_ppl"] = math.exp(nll_test(model, task, split))
         row.update(evaluate_generator(
             model, task, num_samples=experiment.budget.eval_samples, max_len=max_len,
-            seed=experiment.seed, split=None, bleus=bleus,
+            seed=experiment.seed, split=None, bleus=bleus, self_bleu_samples=self_bleu_samples,
         ))
         rows = sample_rows(model, 5, max_len, seed=experiment.seed + 1)
         row["examples"] = detokenize(rows, task.target_dictionary)
@@ -495,7 +497,8 @@ def score_text(experiment: LMExperiment, checkpoints: dict[str, Path], reference
 
 
 def sweep_text(experiment: LMExperiment, checkpoints: dict[str, Path], references: Path,
-               order: int, max_len: int, tokenize: str = "nltk") -> list[dict[str, Any]]:
+               order: int, max_len: int, tokenize: str = "nltk",
+               self_bleu_samples: int | None = None) -> list[dict[str, Any]]:
     """Temperature sweep (BLEU-``order`` vs self-BLEU-``order``) of the four methods,
     drawn to ``sweep.png`` in the experiment's directory."""
     records = temperature_sweep(
@@ -503,6 +506,7 @@ def sweep_text(experiment: LMExperiment, checkpoints: dict[str, Path], reference
         experiment.budget.temperatures, experiment.budget.eval_samples,
         references=str(references), data=str(experiment.data), max_order=order,
         max_len=max_len, seed=experiment.seed, tokenize=tokenize,
+        self_bleu_samples=self_bleu_samples,
     )
     plot_sweep(records, str(experiment.out / "sweep.png"),
                f"BLEU-{order} (higher: better quality)",

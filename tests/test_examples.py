@@ -235,6 +235,9 @@ def test_coco_quick(tmp_path):
         assert all(0 < b < 1 for b in bleus), name
         assert bleus == sorted(bleus, reverse=True), name  # higher orders match less
         assert len(row["examples"]) == 5
+        assert row["self_bleu_samples"] == 100  # min(Texygen's 500, the quick 100 samples)
+    assert {"Texygen MLE", "Texygen SeqGAN", "Texygen MaliGAN"} == set(
+        results["published_texygen"])
     check_png(tmp_path / "sweep.png")
 
 

@@ -3,9 +3,10 @@
 Training text: ``image_coco.txt`` (9,999 captions; every 20th line is held out as the
 validation split); references and test split: ``test_coco.txt`` (9,999 captions), as
 in Texygen, LeakGAN and RelGAN. Generator: ``lstm_lm`` with embedding and hidden 32
-(Texygen's). BLEU-n scores each of 1,000 samples against all test captions (NLTK's
-method1 smoothing, as Texygen), averaged; self-BLEU-n scores each sample against the
-other samples. Every method continues the same MLE checkpoint for the same number of
+(Texygen's). As Texygen: 9,984 samples, NLTK tokenization and method1 smoothing;
+BLEU-n scores each sample against all test captions, averaged; self-BLEU-n scores each
+of the first 500 samples against the other 499 (Texygen's default fast mode). Every method
+continues the same MLE checkpoint for the same number of
 updates (``examples/experiment.py``).
 
     python examples/coco/run.py --quick     # a minute or two
@@ -55,7 +56,10 @@ FULL = Budget(mle_epochs=80, mle_patience=10, mle_max_epochs=150, mle_lr=0.005,
               max_tokens=734, finetune_max_tokens=734,
               updates=200, lr=1e-3, rollouts=8, prefix_init=12, prefix_decay=2,
               prefix_decay_updates=35, disc_lr=1e-3,
-              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64)
+              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64,
+              eval_samples=9984)
+# Texygen's sample count: 156 batches of 64; self-BLEU in its default fast mode.
+SELF_BLEU_SAMPLES = 500
 
 
 def main() -> None:
@@ -77,8 +81,11 @@ def main() -> None:
     experiment = LMExperiment(args.out, generator, budget, threads=args.threads,
                               tokens_per_sample=MAX_LEN)
     checkpoints = experiment.run_all(raw)
-    scores = score_text(experiment, checkpoints, raw / "test.txt", ORDERS, MAX_LEN)
-    sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_LEN)
+    self_bleu_samples = min(SELF_BLEU_SAMPLES, budget.eval_samples)
+    scores = score_text(experiment, checkpoints, raw / "test.txt", ORDERS, MAX_LEN,
+                        self_bleu_samples=self_bleu_samples)
+    sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_LEN,
+                       self_bleu_samples=self_bleu_samples)
     write_results(args.out / "results.json", {
         "mode": args.mode, "budget": budget, "scores": scores, "sweep": sweep,
         "published_texygen": PUBLISHED,

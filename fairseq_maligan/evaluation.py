@@ -292,32 +292,44 @@ def lower_is_better(metric: str) -> bool:
 def beyond_baseline(records: Sequence[Mapping[str, Any]], baseline: str) -> dict[str, list]:
     """The sweep points of each other model that no temperature of ``baseline`` reaches.
 
-    A point is beyond the baseline when no baseline point is at least as good on both
-    quality and diversity (each in its own direction, :func:`lower_is_better`). A point
-    with an undefined value (NLL-oracle of a model with no valid sample) is not on the
-    plane: it is never beyond and covers nothing. Returns name -> the temperatures of its
-    points beyond; an empty list means the baseline's temperatures cover that model.
+    The baseline's points, in temperature order, are joined by straight lines (the
+    temperatures in between); a point is beyond the baseline when no point of that curve
+    is at least as good on both quality and diversity (each in its own direction,
+    :func:`lower_is_better`). A point with an undefined value (NLL-oracle of a model with
+    no valid sample) is not on the plane: it is never beyond, and no line is drawn to it.
+    Returns name -> the temperatures of its points beyond; an empty list means the
+    baseline's swept temperatures cover that model.
     """
-    def as_good(a: Mapping[str, Any], b: Mapping[str, Any], axis: str) -> bool:
-        sign = 1 if lower_is_better(a[f"{axis}_metric"]) else -1
-        return sign * a[axis] <= sign * b[axis]
-
     def placed(record: Mapping[str, Any]) -> bool:
         return math.isfinite(record["quality"]) and math.isfinite(record["diversity"])
 
+    def covers(a: Mapping[str, Any], b: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
+        """Some point of the segment a -> b is at least as good as ``point`` on both axes."""
+        low, high = 0.0, 1.0
+        for axis in ("quality", "diversity"):
+            sign = 1 if lower_is_better(point[f"{axis}_metric"]) else -1
+            start, slope = sign * a[axis], sign * (b[axis] - a[axis])
+            target = sign * point[axis]
+            if slope == 0:
+                if start > target:
+                    return False
+            elif slope > 0:
+                high = min(high, (target - start) / slope)
+            else:
+                low = max(low, (target - start) / slope)
+        return low <= high
+
     if not any(r["name"] == baseline for r in records):
         raise ConfigError(f"no sweep points of the baseline {baseline!r}")
-    base = [r for r in records if r["name"] == baseline and placed(r)]
+    curve = sorted((r for r in records if r["name"] == baseline), key=lambda r: r["temperature"])
+    segments = [(a, a) for a in curve if placed(a)] + [
+        (a, b) for a, b in zip(curve, curve[1:]) if placed(a) and placed(b)]
     beyond: dict[str, list] = {}
     for record in records:
         if record["name"] == baseline:
             continue
         beyond.setdefault(record["name"], [])
-        if not placed(record):
-            continue
-        covered = any(as_good(b, record, "quality") and as_good(b, record, "diversity")
-                      for b in base)
-        if not covered:
+        if placed(record) and not any(covers(a, b, record) for a, b in segments):
             beyond[record["name"]].append(record["temperature"])
     return beyond
 

@@ -237,7 +237,7 @@ def test_beyond_baseline_by_hand():
                 "diversity_metric": metrics[1]}
 
     records = [point("MLE", 0.7, 8.0, 7.5), point("MLE", 1.0, 9.0, 7.0),
-               point("GAN", 0.7, 8.5, 7.4),   # covered by neither MLE point on both axes
+               point("GAN", 0.7, 8.2, 7.3),   # below the line joining the MLE points
                point("GAN", 1.0, 9.5, 7.2),   # worse than MLE at T = 1.0 on both
                point("GAN", 1.5, math.nan, 6.0),  # no valid sample: not on the plane
                point("MLE", 1.5, math.nan, 5.0)]  # covers nothing
@@ -248,3 +248,26 @@ def test_beyond_baseline_by_hand():
     assert beyond_baseline(records, "MLE") == {"GAN": [1.0]}
     with pytest.raises(ConfigError, match="baseline 'mle'"):
         beyond_baseline(records, "mle")
+
+
+def test_beyond_baseline_joins_neighbouring_temperatures():
+    """A point on the straight line between two MLE temperatures is reached by MLE (at a
+    temperature in between), though neither endpoint covers it on both axes."""
+    def point(name, temperature, quality, diversity):
+        return {"name": name, "temperature": temperature, "quality": quality,
+                "diversity": diversity, "quality_metric": "nll_oracle",
+                "diversity_metric": "nll_test"}
+
+    mle = [point("MLE", 0.7, 8.0, 7.5), point("MLE", 1.0, 9.0, 7.0), point("MLE", 1.2, 9.6, 7.0)]
+    on_line = point("GAN", 0.8, 8.5, 7.25)     # the midpoint of the first segment
+    behind = point("GAN", 0.9, 8.6, 7.3)       # worse than the point at t = 0.5 on both axes
+    ahead = point("GAN", 1.0, 8.5, 7.2)        # better than the line at either quality
+    beyond_range = point("GAN", 1.5, 10.0, 6.9)  # more diverse than any MLE temperature
+    records = [*mle, on_line, behind, ahead, beyond_range]
+    assert beyond_baseline(records, "MLE") == {"GAN": [1.0, 1.5]}
+    # Between T = 1.0 and 1.2 MLE's diversity stays 7.0: (9.3, 7.0) is on that segment.
+    assert beyond_baseline([*mle, point("GAN", 1.1, 9.3, 7.0)], "MLE") == {"GAN": []}
+    # A segment next to a temperature without a valid value is not drawn.
+    broken = [point("MLE", 0.7, 8.0, 7.5), point("MLE", 0.85, math.nan, 7.3),
+              point("MLE", 1.0, 9.0, 7.0), on_line]
+    assert beyond_baseline(broken, "MLE") == {"GAN": [0.8]}

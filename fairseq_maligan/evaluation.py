@@ -33,7 +33,7 @@ from .files import GENERATOR, check_file, load_file, safe_loading
 from .metrics import TOKENIZERS, ReferenceBLEU, bootstrap_interval, self_bleu_scores
 from .oracle import Oracle
 from .patches import check_config_strings
-from .sampling import output_scores, sample_sentences
+from .sampling import banned_tokens, output_scores, sample_sentences
 
 BLEU_SETTINGS = ("tokenize", "self_bleu_samples")
 """The record fields that say how BLEU and self-BLEU were computed."""
@@ -179,6 +179,17 @@ def nll_oracle(oracle: Oracle, rows: Tensor, dictionary: Dictionary) -> tuple[fl
     return nll, scores["oracle_invalid_rows"] / max(scores["oracle_rows"], 1)
 
 
+def fixed_length_rows(model: nn.Module, num: int, length: int, temperature: float = 1.0,
+                      seed: int = 1) -> Tensor:
+    """``num`` samples of exactly ``length`` tokens, then EOS: EOS is banned while they
+    are drawn, as SeqGAN's generator, which has no EOS, samples its fixed length."""
+    dictionary = model.decoder.dictionary
+    generator = torch.Generator().manual_seed(seed)
+    rows = sample_sentences(model, num, length, temperature, generator=generator,
+                            banned=(*banned_tokens(model), dictionary.eos()))
+    return torch.cat([rows, rows.new_full((num, 1), dictionary.eos())], dim=1)
+
+
 def evaluate_generator(
     model: nn.Module,
     task: FairseqTask,
@@ -195,7 +206,9 @@ def evaluate_generator(
     """The metrics of one generator at one temperature, from ``num_samples`` samples.
 
     - ``split``: ``nll_test`` and ``perplexity`` (``exp(nll_test)``, base e) of that split;
-    - ``oracle``: ``nll_oracle`` and ``oracle_invalid`` (the fraction of invalid samples);
+    - ``oracle``: ``nll_oracle`` and ``oracle_invalid`` (the fraction of invalid samples),
+      and ``nll_oracle_fixed``, SeqGAN's NLL-oracle: of ``num_samples`` other samples of
+      exactly the oracle's length (:func:`fixed_length_rows`), every one scored;
     - ``bleus`` (max order -> reference set): ``bleu{n}`` against the references and
       ``self_bleu{n}`` of the first ``self_bleu_samples`` samples (default: all), for
       every order ``n``, each with ``..._ci``, its 95 % bootstrap interval over the
@@ -212,6 +225,8 @@ def evaluate_generator(
         results["nll_oracle"], results["oracle_invalid"] = nll_oracle(
             oracle, rows, task.target_dictionary
         )
+        fixed = fixed_length_rows(model, num_samples, oracle.seq_len, temperature, seed)
+        results["nll_oracle_fixed"] = nll_oracle(oracle, fixed, task.target_dictionary)[0]
     if bleus:
         tokenize = {bleu.tokenize for bleu in bleus.values()}
         if len(tokenize) > 1:
@@ -262,7 +277,7 @@ def temperature_sweep(
         raise ConfigError("a temperature sweep needs exactly one of --oracle and --references")
     if oracle is not None:
         oracle_model, bleus, test_split = Oracle.load(oracle, "--oracle"), None, split
-        quality, diversity = "nll_oracle", "nll_test"
+        quality, diversity = "nll_oracle_fixed", "nll_test"
     else:
         bleus = {max_order: ReferenceBLEU(read_references(references), max_order, tokenize)}
         oracle_model, test_split = None, None

@@ -325,13 +325,16 @@ def sample_sentences(
     temperature: float = 1.0,
     batch_size: int = 256,
     generator: torch.Generator | None = None,
+    banned: tuple[int, ...] | None = None,
 ) -> Tensor:
-    """``num`` free-running samples of a language model (rows of at most ``max_len``)."""
+    """``num`` free-running samples of a language model (rows of at most ``max_len``;
+    ``banned`` as in :func:`sample_continuations`)."""
     pad = model.decoder.dictionary.pad()
     chunks = []
     for start in range(0, num, batch_size):
         batch = unconditional_batch(model, min(batch_size, num - start), max_len)
-        rows = sample_continuations(model, batch, 0, 1, max_len, temperature, generator)
+        rows = sample_continuations(model, batch, 0, 1, max_len, temperature, generator,
+                                    banned=banned)
         chunks.append(torch.nn.functional.pad(rows, (0, max_len - rows.size(1)), value=pad))
     return torch.cat(chunks)
 

@@ -12,7 +12,8 @@ temperature of NLL-test):
   and ``perplexity`` = exp(nll_test), base e;
 - with ``--oracle``: ``nll_oracle``, the oracle's NLL of ``--num-samples`` samples, and
   ``oracle_invalid``, the fraction of samples that are not exactly an oracle sequence
-  (the oracle's length, then EOS);
+  (the oracle's length, then EOS), and ``nll_oracle_fixed``, SeqGAN's NLL-oracle of as
+  many samples drawn at exactly the oracle's length (EOS banned until then);
 - with ``--references``: ``bleu{n}`` of the samples against the reference text (every
   line a reference, Texygen style) and ``self_bleu{n}`` of the first
   ``--self-bleu-samples`` samples (default: all), for every n in ``--orders`` (self-BLEU

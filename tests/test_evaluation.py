@@ -17,6 +17,7 @@ from fairseq_maligan.evaluation import (
     beyond_baseline,
     detokenize,
     evaluate_generator,
+    fixed_length_rows,
     load_generator,
     nll_oracle,
     nll_test,
@@ -98,6 +99,26 @@ def test_nll_oracle_of_the_oracle_data(lm_data, generator):
     assert nll_oracle(oracle, half_invalid, dictionary)[1] == pytest.approx(0.5)
 
 
+def test_nll_oracle_fixed_scores_every_sample_at_the_oracle_length(lm_data, generator):
+    """SeqGAN's protocol: samples of exactly the oracle's length (EOS banned while drawn),
+    all of them scored; the value is the oracle's mean NLL of exactly those rows."""
+    model, task = generator
+    dictionary = task.target_dictionary
+    oracle = Oracle.load(str(lm_data.parent / "raw" / "oracle.pt"))
+    rows = fixed_length_rows(model, 64, oracle.seq_len, seed=3)
+    assert rows.shape == (64, oracle.seq_len + 1)
+    assert rows[:, -1].eq(dictionary.eos()).all()
+    assert not rows[:, :-1].eq(dictionary.eos()).any()
+    assert not rows.eq(dictionary.pad()).any()
+    nll, invalid = nll_oracle(oracle, rows, dictionary)
+    assert invalid == 0.0
+    ids = oracle.ids_for(dictionary)[rows[:, :-1]]
+    assert nll == pytest.approx(float(oracle.nll(ids).mean()), rel=1e-6)
+    metrics = evaluate_generator(model, task, num_samples=64, max_len=oracle.seq_len + 1,
+                                 seed=3, split=None, oracle=oracle)
+    assert metrics["nll_oracle_fixed"] == pytest.approx(nll, rel=1e-6)
+
+
 def test_oracle_invalid_counts_every_row_not_exactly_oracle_length():
     oracle = Oracle(vocab_size=5, seq_len=4, embed_dim=4, hidden_dim=4)
     dictionary = Dictionary()
@@ -167,7 +188,8 @@ def test_temperature_sweep_script_oracle_mode(lm_data, checkpoint, tmp_path):
         ("a", 0.7), ("a", 1.0), ("b", 0.7), ("b", 1.0)
     ]
     for record in records:
-        assert record["quality"] == record["nll_oracle"] > 0
+        assert record["quality"] == record["nll_oracle_fixed"] > 0
+        assert record["nll_oracle"] > 0
         assert record["diversity"] == record["nll_test"] > 0
     by_point = {(r["name"], r["temperature"]): r for r in records}
     assert by_point["a", 0.7] == {**by_point["b", 0.7], "name": "a"}  # same seed, same draws

@@ -165,6 +165,15 @@ def test_synthetic_oracle_quick(tmp_path):
         assert final == last["nll_oracle"] or (math.isnan(final) and last["invalid"] == 1.0)
     # The oracle scores its own data better than any generator trained for seconds.
     assert results["oracle_nll_of_its_test_data"] < start["nll_oracle"]
+    # SeqGAN's NLL-oracle scores every sample, so it is defined for every model.
+    fixed = json.loads((seed / "seqgan_protocol.json").read_text())
+    assert fixed["num_samples"] == results["seqgan_protocol_samples"] == 200
+    for name in ("pretrained", *METHODS):
+        row = results["pretrained"] if name == "pretrained" else results["final"][name]
+        value = row["nll_oracle_fixed"]["mean"]
+        assert math.isfinite(value) and value == fixed["nll_oracle_fixed"][name]
+        assert results["oracle_nll_of_its_test_data"] < value
+    assert results["pretraining"]["1"]["epochs"] == 3
     assert {r["name"] for r in results["sweep"]} == set(METHODS.values())
     # The discriminator was pretrained once and every adversarial run started from it.
     disc = seed / "discriminator.pt"

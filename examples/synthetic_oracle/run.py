@@ -32,7 +32,9 @@ from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import (
     beyond_baseline,
     evaluate_generator,
+    fixed_length_rows,
     load_generator,
+    nll_oracle,
     plot_sweep,
     temperature_sweep,
 )
@@ -67,8 +69,10 @@ FULL = Budget(mle_epochs=120, mle_patience=10, mle_max_epochs=200, mle_lr=0.01,
               prefix_decay_updates=25, disc_lr=1e-3,
               disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64,
               save_interval_updates=20)
-DATA_SIZES = {"quick": dict(vocab=200, train=600, test=100, seeds=(1,)),
-              "full": dict(vocab=5000, train=10000, test=1000, seeds=(1, 2, 3))}
+# seqgan_samples: SeqGAN's generated_num = 10,000, drawn in whole batches of 64.
+DATA_SIZES = {"quick": dict(vocab=200, train=600, test=100, seeds=(1,), seqgan_samples=200),
+              "full": dict(vocab=5000, train=10000, test=1000, seeds=(1, 2, 3),
+                           seqgan_samples=9984)}
 GENERATOR = ["--arch", "lstm_lm", "--decoder-embed-dim", "32", "--decoder-hidden-size", "32",
              "--decoder-out-embed-dim", "32"]
 
@@ -100,6 +104,19 @@ def score(path: Path, data: Path, oracle: Oracle, num_samples: int, seed: int) -
                                  max_len=oracle.seq_len + 1, seed=seed, oracle=oracle)
     return {"nll_oracle": metrics["nll_oracle"], "invalid": metrics["oracle_invalid"],
             "nll_test": metrics["nll_test"]}
+
+
+def seqgan_protocol(experiment: LMExperiment, oracle: Oracle, num_samples: int) -> dict:
+    """NLL-oracle as SeqGAN computes it (``nll_oracle_fixed``: ``num_samples`` samples of
+    exactly the oracle's length, every one scored) of the pretrained and final models."""
+    paths = {"pretrained": experiment.out / "pretrained" / "checkpoint_best.pt",
+             **{m: experiment.out / m / "checkpoint_last.pt" for m in METHODS}}
+    scores = {}
+    for name, path in paths.items():
+        model, task = load_generator(str(path), str(experiment.data))
+        rows = fixed_length_rows(model, num_samples, oracle.seq_len, seed=experiment.seed)
+        scores[name] = nll_oracle(oracle, rows, task.target_dictionary)[0]
+    return {"num_samples": num_samples, "nll_oracle_fixed": scores}
 
 
 def curves(experiment: LMExperiment, checkpoints: dict[str, Path], oracle: Oracle) -> dict:
@@ -166,7 +183,7 @@ def main() -> None:
         test_ids = torch.tensor([[int(w[1:]) for w in line.split()] for line in test_file])
     oracle_floor = float(oracle.nll(test_ids).mean())
 
-    per_seed, stages = {}, []
+    per_seed, stages, fixed, pretraining = {}, [], {}, {}
     for seed in seeds:
         experiment = LMExperiment(out / f"seed{seed}", GENERATOR, budget, seed=seed,
                                   threads=args.threads, tokens_per_sample=32)
@@ -180,6 +197,12 @@ def main() -> None:
         done = cached_result(experiment.out / "curves.json", budget, run_seed)
         per_seed[seed] = done["curves"]
         stages += [{"seed": seed, **stage} for stage in done["stages"]]
+        fixed[seed] = cached_result(
+            experiment.out / "seqgan_protocol.json", budget,
+            lambda experiment=experiment: seqgan_protocol(experiment, oracle,
+                                                          scale["seqgan_samples"]),
+        )["nll_oracle_fixed"]
+        pretraining[seed] = experiment.pretraining()
 
     print("\n== temperature sweep of the models of the first seed", flush=True)
     first = out / f"seed{seeds[0]}"
@@ -196,8 +219,14 @@ def main() -> None:
              for key in ("nll_oracle", "nll_test", "invalid")}
     final = {method: {key: mean_spread([per_seed[s][method][-1][key] for s in seeds])
                       for key in ("nll_oracle", "nll_test", "invalid")} for method in METHODS}
-    paired = {key: paired_differences({s: {m: per_seed[s][m][-1][key] for m in METHODS}
-                                       for s in seeds}) for key in ("nll_oracle", "nll_test")}
+    last = {s: {m: {**per_seed[s][m][-1], "nll_oracle_fixed": fixed[s][m]} for m in METHODS}
+            for s in seeds}
+    start["nll_oracle_fixed"] = mean_spread([fixed[s]["pretrained"] for s in seeds])
+    for method in METHODS:
+        final[method]["nll_oracle_fixed"] = mean_spread([fixed[s][method] for s in seeds])
+    paired = {key: paired_differences({s: {m: last[s][m][key] for m in METHODS}
+                                       for s in seeds})
+              for key in ("nll_oracle_fixed", "nll_oracle", "nll_test")}
     audit = {(stage["seed"], stage["stage"]): stage["format_audit"]
              for stage in stages if "format_audit" in stage}
     beyond = beyond_baseline(sweep, METHODS["mle"])
@@ -205,6 +234,7 @@ def main() -> None:
     results = {
         "mode": mode, "seeds": seeds, "budget": budget, "vocab": scale["vocab"],
         "train_sequences": scale["train"], "oracle_nll_of_its_test_data": oracle_floor,
+        "pretraining": pretraining, "seqgan_protocol_samples": scale["seqgan_samples"],
         "pretrained": start, "final": final, "paired_minus_mle": paired,
         "format_audit": [{"seed": seed, "method": method, **values}
                          for (seed, method), values in audit.items()],
@@ -217,11 +247,20 @@ def main() -> None:
     print(f"\nNLL-oracle / NLL-test (nats/token) after {budget.updates} updates from the same "
           f"MLE checkpoint; mean +- std over seeds {list(seeds)}")
     print(f"oracle's NLL of its own test data: {oracle_floor:.3f}")
-    print(f"{'model':<16}{'NLL-oracle':>28}{'NLL-test':>18}{'invalid':>9}")
+    print(f"NLL-oracle (SeqGAN): {scale['seqgan_samples']} samples of exactly "
+          f"{oracle.seq_len} tokens; (valid): {budget.eval_samples} free samples, those of "
+          f"the oracle's length only")
+    print(f"{'model':<16}{'NLL-oracle (SeqGAN)':>22}{'NLL-oracle (valid)':>28}{'NLL-test':>18}"
+          f"{'invalid':>9}")
     for label, row in [("MLE pretrained", start),
                        *((label, final[method]) for method, label in METHODS.items())]:
-        print(f"{label:<16}{_cell(row['nll_oracle'], len(seeds)):>28}"
+        print(f"{label:<16}{_cell(row['nll_oracle_fixed'], len(seeds)):>22}"
+              f"{_cell(row['nll_oracle'], len(seeds)):>28}"
               f"{_cell(row['nll_test'], len(seeds)):>18}{row['invalid']['mean']:>9.1%}")
+    for seed in seeds:
+        took = pretraining[seed]
+        print(f"seed {seed} MLE pretraining: {took['epochs']} epochs ({took['updates']} "
+              f"updates); best valid at update {took['best_updates']}")
     print("\nminus MLE on the same pretrained checkpoint, per seed (seeds below / above 0):")
     for method, label in METHODS.items():
         if method != "mle":

@@ -92,6 +92,15 @@ def existing_dir(text: str) -> str:
     return text
 
 
+def existing_file(text: str) -> str:
+    """argparse type: a file that exists (a results file to read)."""
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    return text
+
+
 def output_file(text: str) -> str:
     """argparse type: a file to write, whose folder exists, checked before the work that
     produces its content (the folder is not created: a mistyped one should not be)."""

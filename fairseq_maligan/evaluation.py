@@ -349,6 +349,29 @@ def beyond_baseline(records: Sequence[Mapping[str, Any]], baseline: str) -> dict
     return beyond
 
 
+def baseline_quality_at(records: Sequence[Mapping[str, Any]], baseline: str,
+                        diversity: float) -> float:
+    """The quality of ``baseline`` at ``diversity``: its sweep points joined by straight
+    lines in temperature order (as :func:`beyond_baseline`), read where the curve has that
+    diversity; the best such quality where it has it more than once, NaN where the swept
+    temperatures never reach it."""
+    curve = [r for r in sorted(records, key=lambda r: r["temperature"])
+             if r["name"] == baseline
+             and math.isfinite(r["quality"]) and math.isfinite(r["diversity"])]
+    found = []
+    for a, b in zip(curve, curve[1:]):
+        low, high = sorted((a["diversity"], b["diversity"]))
+        if not low <= diversity <= high:
+            continue
+        share = 0.0 if high == low else (diversity - a["diversity"]) / (
+            b["diversity"] - a["diversity"])
+        found.append(a["quality"] + share * (b["quality"] - a["quality"]))
+    found += [r["quality"] for r in curve if r["diversity"] == diversity]
+    if not found:
+        return math.nan
+    return (min if lower_is_better(curve[0]["quality_metric"]) else max)(found)
+
+
 def plot_sweep(records: Sequence[Mapping[str, Any]], path: str, xlabel: str, ylabel: str) -> None:
     """Quality (x) against diversity (y), one curve per checkpoint, points labelled by T.
 

@@ -14,6 +14,7 @@ from fairseq.data import Dictionary
 
 from fairseq_maligan.errors import ConfigError
 from fairseq_maligan.evaluation import (
+    baseline_quality_at,
     beyond_baseline,
     detokenize,
     evaluate_generator,
@@ -293,3 +294,43 @@ def test_beyond_baseline_joins_neighbouring_temperatures():
     broken = [point("MLE", 0.7, 8.0, 7.5), point("MLE", 0.85, math.nan, 7.3),
               point("MLE", 1.0, 9.0, 7.0), on_line]
     assert beyond_baseline(broken, "MLE") == {"GAN": [0.8]}
+
+
+def test_baseline_quality_at_a_diversity_by_hand():
+    def point(name, temperature, quality, diversity, metric="bleu4"):
+        return {"name": name, "temperature": temperature, "quality": quality,
+                "diversity": diversity, "quality_metric": metric,
+                "diversity_metric": "self_bleu4"}
+
+    mle = [point("MLE", 0.7, 0.30, 0.60), point("MLE", 1.0, 0.15, 0.30),
+           point("MLE", 1.2, 0.10, 0.20), point("GAN", 1.0, 0.5, 0.45)]
+    assert baseline_quality_at(mle, "MLE", 0.45) == pytest.approx(0.225)  # halfway 0.7-1.0
+    assert baseline_quality_at(mle, "MLE", 0.20) == pytest.approx(0.10)   # an endpoint
+    assert math.isnan(baseline_quality_at(mle, "MLE", 0.70))  # beyond the swept range
+    # A curve that turns back reaches a diversity twice: the better quality counts.
+    turning = [point("MLE", 0.7, 8.0, 7.5, "nll_oracle"), point("MLE", 1.0, 9.0, 7.0, "nll_oracle"),
+               point("MLE", 1.2, 9.4, 7.4, "nll_oracle")]
+    assert baseline_quality_at(turning, "MLE", 7.4) == pytest.approx(8.2)
+
+
+def test_sweep_summary_reads_nested_sweeps(tmp_path):
+    """One row per adversarial model of every sweep in the files, nested ones included."""
+    def point(name, temperature, quality, diversity):
+        return {"name": name, "temperature": temperature, "quality": quality,
+                "diversity": diversity, "quality_metric": "bleu4",
+                "diversity_metric": "self_bleu4"}
+
+    sweep = [point("MLE", 0.7, 0.30, 0.60), point("MLE", 1.0, 0.15, 0.30),
+             {**point("GAN", 1.0, 0.25, 0.45), "bleu4_ci": [0.21, 0.29]},
+             point("Other", 1.0, 0.20, 0.45)]
+    results = tmp_path / "poems" / "results" / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"poem5": {"sweep": sweep}, "budget": {"updates": 1}}))
+    lines = run_script("sweep_summary.py", [str(results)]).stdout.splitlines()
+    rows = [line for line in lines if line.startswith("| poems/poem5 |")]
+    # MLE at self-BLEU-4 0.45 (halfway between its two points) has BLEU-4 0.225.
+    assert rows == [
+        "| poems/poem5 | bleu4 / self_bleu4 | GAN | 0.250 / 0.450 | 0.210..0.290 | 0.225 "
+        "| yes, T = 1.0 |",
+        "| poems/poem5 | bleu4 / self_bleu4 | Other | 0.200 / 0.450 | - | 0.225 | no |",
+    ]

@@ -54,6 +54,8 @@ ROWS = [
     ("export_generator.py", ["{truncated}", "{tmp}/out.pt"], ["{truncated}", "truncated"]),
     ("export_generator.py", ["{ckpt}", "{tmp}/nofolder/out.pt"],
      ["output", "{tmp}/nofolder", "does not exist"]),
+    ("sweep_summary.py", ["{tmp}/missing.json"], ["results", "no such file", "{tmp}/missing"]),
+    ("sweep_summary.py", ["{tmp}/empty.pt"], ["results", "{tmp}/empty.pt", "not a results JSON"]),
     ("make_oracle_data.py", ["--out", "{tmp}/oracle", "--vocab-size", "0"],
      ["--vocab-size", "got 0"]),
     ("make_oracle_data.py", ["--out", "{tmp}/file.txt/oracle"],

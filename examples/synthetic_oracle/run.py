@@ -68,7 +68,7 @@ FULL = Budget(mle_epochs=120, mle_patience=10, mle_max_epochs=200, mle_lr=0.01,
               updates=200, lr=1e-3, rollouts=16, prefix_init=16, prefix_decay=2,
               prefix_decay_updates=25, disc_lr=1e-3,
               disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64,
-              save_interval_updates=20)
+              save_interval_updates=20, temperatures=(0.5, 0.6, 0.7, 0.85, 1.0, 1.2))
 # seqgan_samples: SeqGAN's generated_num = 10,000, drawn in whole batches of 64.
 DATA_SIZES = {"quick": dict(vocab=200, train=600, test=100, seeds=(1,), seqgan_samples=200),
               "full": dict(vocab=5000, train=10000, test=1000, seeds=(1, 2, 3),

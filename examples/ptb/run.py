@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import sys
 import time
+from argparse import Namespace
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import read_references
@@ -65,18 +68,15 @@ def write_splits(raw: Path, quick: bool) -> dict[str, int]:
     return removed
 
 
-def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
+def run(args: Namespace, generator: Sequence[str], **experiment_options: Any) -> None:
+    """PTB's splits, every method on them (``LMExperiment`` with ``experiment_options``),
+    stock perplexities, BLEU-4 and the sweep: ``results.json`` and a printed table."""
     budget = args.budget
     started = time.time()
     raw = args.out / "raw"
     removed = write_splits(raw, args.quick)
-
-    dim = "32" if args.quick else "200"
-    generator = ["--arch", "lstm_lm", "--decoder-embed-dim", dim, "--decoder-hidden-size", dim,
-                 "--decoder-out-embed-dim", dim, "--dropout", "0.2"]
     experiment = LMExperiment(args.out, generator, budget, threads=args.threads,
-                              tokens_per_sample=MAX_WORDS + 1)
+                              tokens_per_sample=MAX_WORDS + 1, **experiment_options)
     checkpoints = experiment.run_all(raw)
     splits = ("test",) if args.quick else ("valid", "test")
     scores = score_text(experiment, checkpoints, raw / "test.txt", orders=(4,),
@@ -85,14 +85,23 @@ def main() -> None:
                        tokenize="none")
     write_results(args.out / "results.json", {
         "mode": args.mode, "budget": budget, "removed_over_35_words": removed,
-        "scores": scores, "sweep": sweep, "published": PUBLISHED,
-        "stages": experiment.stages, "seconds": round(time.time() - started, 1),
+        "pretraining": experiment.pretraining(), "scores": scores, "sweep": sweep,
+        "published": PUBLISHED, "stages": experiment.stages,
+        "seconds": round(time.time() - started, 1),
     })
     print_results(f"perplexity (stock fairseq-eval-lm, base e, per token; lower is better); "
                   f"{budget.updates} updates after MLE", scores,
                   [f"{s}_ppl" for s in splits] + ["bleu4", "self_bleu4"], PUBLISHED)
-    print(f"\nsentences over {MAX_WORDS} words removed: {removed}")
+    print(f"\nMLE pretraining: {experiment.pretraining()}")
+    print(f"sentences over {MAX_WORDS} words removed: {removed}")
     print(f"results.json and sweep.png in {args.out}")
+
+
+def main() -> None:
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
+    dim = "32" if args.quick else "200"
+    run(args, ["--arch", "lstm_lm", "--decoder-embed-dim", dim, "--decoder-hidden-size", dim,
+               "--decoder-out-embed-dim", dim, "--dropout", "0.2"])
 
 
 if __name__ == "__main__":

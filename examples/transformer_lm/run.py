@@ -16,22 +16,13 @@ parameters. Perplexities come from stock ``fairseq-eval-lm``; BLEU-4 and self-BL
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 from fairseq_maligan.errors import install_excepthook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
-from experiment import (  # noqa: E402
-    Budget,
-    LMExperiment,
-    parse_mode,
-    print_results,
-    score_text,
-    sweep_text,
-    write_results,
-)
-from ptb.run import MAX_WORDS, PUBLISHED, write_splits  # noqa: E402
+from experiment import Budget, parse_mode  # noqa: E402
+from ptb.run import run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 QUICK = Budget.quick(mle_lr=1e-3, rollouts=2, prefix_init=30, prefix_decay=5,
@@ -58,33 +49,10 @@ def generator_args(quick: bool) -> list[str]:
 
 def main() -> None:
     args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
-    budget = args.budget
-    started = time.time()
-    raw = args.out / "raw"
-    removed = write_splits(raw, args.quick)
     warmup = "10" if args.quick else "1000"
-    experiment = LMExperiment(
-        args.out, generator_args(args.quick), budget, threads=args.threads,
-        tokens_per_sample=MAX_WORDS + 1, mle_criterion="adaptive_loss",
+    run(args, generator_args(args.quick), mle_criterion="adaptive_loss",
         pretrain_args=["--lr-scheduler", "inverse_sqrt", "--warmup-updates", warmup,
                        "--warmup-init-lr", "1e-7"])
-    checkpoints = experiment.run_all(raw)
-    splits = ("test",) if args.quick else ("valid", "test")
-    scores = score_text(experiment, checkpoints, raw / "test.txt", orders=(4,),
-                        max_len=MAX_WORDS + 1, splits=splits, stock_eval=True, tokenize="none")
-    sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_WORDS + 1,
-                       tokenize="none")
-    write_results(args.out / "results.json", {
-        "mode": args.mode, "budget": budget, "removed_over_35_words": removed,
-        "pretraining": experiment.pretraining(), "scores": scores, "sweep": sweep,
-        "published_ptb_gru": PUBLISHED, "stages": experiment.stages,
-        "seconds": round(time.time() - started, 1),
-    })
-    print_results(f"perplexity (stock fairseq-eval-lm, base e, per token; lower is better); "
-                  f"{budget.updates} updates after MLE", scores,
-                  [f"{s}_ppl" for s in splits] + ["bleu4", "self_bleu4"], PUBLISHED)
-    print(f"\nMLE pretraining: {experiment.pretraining()}")
-    print(f"results.json and sweep.png in {args.out}")
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ class LMExperiment(Runner):
         ]
 
     def pretrain(self) -> Path:
-        """MLE pretraining (``cross_entropy``) to convergence; returns its best checkpoint.
+        """MLE pretraining (``mle_criterion``) to convergence; returns its best checkpoint.
 
         It runs the budget's ``mle_epochs`` (the published budget: never less), then, with
         ``mle_patience`` > 0, goes on until the valid loss has not improved for that many
@@ -370,12 +370,15 @@ def completed_epochs(state: Mapping[str, Any]) -> int:
     return int(iterator["epoch"]) - (iterator.get("iterations_in_epoch", 0) == 0)
 
 
+def checkpoint_state(path: Path) -> dict[str, Any]:
+    """A fairseq checkpoint's contents (safe loading, on the CPU)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def pretraining_summary(save_dir: Path, budget: Budget) -> dict[str, Any]:
     """Epochs and updates that MLE pretraining in ``save_dir`` took, and its best's."""
-    def load(name: str) -> dict[str, Any]:
-        return torch.load(save_dir / name, map_location="cpu", weights_only=True)
-
-    last, best = load("checkpoint_last.pt"), load("checkpoint_best.pt")
+    last = checkpoint_state(save_dir / "checkpoint_last.pt")
+    best = checkpoint_state(save_dir / "checkpoint_best.pt")
     return {
         "epochs": completed_epochs(last),
         "updates": int(last["optimizer_history"][-1]["num_updates"]),
@@ -390,16 +393,14 @@ def best_is_stale(save_dir: Path, patience: int) -> bool:
     """Whether ``checkpoint_best.pt`` is ``patience`` or more epochs older than
     ``checkpoint_last.pt``: the valid loss has already stopped improving."""
     def epoch(name: str) -> int:
-        return completed_epochs(torch.load(save_dir / name, map_location="cpu",
-                                           weights_only=True))
+        return completed_epochs(checkpoint_state(save_dir / name))
 
     return epoch("checkpoint_last.pt") - epoch("checkpoint_best.pt") >= patience
 
 
 def checkpoint_updates(path: Path) -> int:
     """The number of updates a fairseq checkpoint was saved at (safe loading)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return int(state["optimizer_history"][-1]["num_updates"])
+    return int(checkpoint_state(path)["optimizer_history"][-1]["num_updates"])
 
 
 def interval_checkpoints(save_dir: Path) -> list[tuple[int, Path]]:

@@ -304,6 +304,21 @@ def lower_is_better(metric: str) -> bool:
     return not metric.startswith("bleu")
 
 
+def _placed(record: Mapping[str, Any]) -> bool:
+    """Whether a sweep point has both values (NLL-oracle is undefined without valid samples)."""
+    return math.isfinite(record["quality"]) and math.isfinite(record["diversity"])
+
+
+def _baseline_segments(records: Sequence[Mapping[str, Any]], baseline: str) -> list[tuple]:
+    """The baseline's curve: each point, and each pair of neighbouring temperatures with
+    both points placed (no line is drawn to a point with an undefined value)."""
+    if not any(r["name"] == baseline for r in records):
+        raise ConfigError(f"no sweep points of the baseline {baseline!r}")
+    curve = sorted((r for r in records if r["name"] == baseline), key=lambda r: r["temperature"])
+    return [(a, a) for a in curve if _placed(a)] + [
+        (a, b) for a, b in zip(curve, curve[1:]) if _placed(a) and _placed(b)]
+
+
 def beyond_baseline(records: Sequence[Mapping[str, Any]], baseline: str) -> dict[str, list]:
     """The sweep points of each other model that no temperature of ``baseline`` reaches.
 
@@ -315,9 +330,6 @@ def beyond_baseline(records: Sequence[Mapping[str, Any]], baseline: str) -> dict
     Returns name -> the temperatures of its points beyond; an empty list means the
     baseline's swept temperatures cover that model.
     """
-    def placed(record: Mapping[str, Any]) -> bool:
-        return math.isfinite(record["quality"]) and math.isfinite(record["diversity"])
-
     def covers(a: Mapping[str, Any], b: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
         """Some point of the segment a -> b is at least as good as ``point`` on both axes."""
         low, high = 0.0, 1.0
@@ -334,17 +346,13 @@ def beyond_baseline(records: Sequence[Mapping[str, Any]], baseline: str) -> dict
                 low = max(low, (target - start) / slope)
         return low <= high
 
-    if not any(r["name"] == baseline for r in records):
-        raise ConfigError(f"no sweep points of the baseline {baseline!r}")
-    curve = sorted((r for r in records if r["name"] == baseline), key=lambda r: r["temperature"])
-    segments = [(a, a) for a in curve if placed(a)] + [
-        (a, b) for a, b in zip(curve, curve[1:]) if placed(a) and placed(b)]
+    segments = _baseline_segments(records, baseline)
     beyond: dict[str, list] = {}
     for record in records:
         if record["name"] == baseline:
             continue
         beyond.setdefault(record["name"], [])
-        if placed(record) and not any(covers(a, b, record) for a, b in segments):
+        if _placed(record) and not any(covers(a, b, record) for a, b in segments):
             beyond[record["name"]].append(record["temperature"])
     return beyond
 
@@ -355,21 +363,18 @@ def baseline_quality_at(records: Sequence[Mapping[str, Any]], baseline: str,
     lines in temperature order (as :func:`beyond_baseline`), read where the curve has that
     diversity; the best such quality where it has it more than once, NaN where the swept
     temperatures never reach it."""
-    curve = [r for r in sorted(records, key=lambda r: r["temperature"])
-             if r["name"] == baseline
-             and math.isfinite(r["quality"]) and math.isfinite(r["diversity"])]
+    segments = _baseline_segments(records, baseline)
     found = []
-    for a, b in zip(curve, curve[1:]):
+    for a, b in segments:
         low, high = sorted((a["diversity"], b["diversity"]))
         if not low <= diversity <= high:
             continue
         share = 0.0 if high == low else (diversity - a["diversity"]) / (
             b["diversity"] - a["diversity"])
         found.append(a["quality"] + share * (b["quality"] - a["quality"]))
-    found += [r["quality"] for r in curve if r["diversity"] == diversity]
     if not found:
         return math.nan
-    return (min if lower_is_better(curve[0]["quality_metric"]) else max)(found)
+    return (min if lower_is_better(segments[0][0]["quality_metric"]) else max)(found)
 
 
 def plot_sweep(records: Sequence[Mapping[str, Any]], path: str, xlabel: str, ylabel: str) -> None:

@@ -12,8 +12,10 @@ for the same number of updates with each method:
 
 Every adversarial method uses the same discriminator (pretrained once on samples of the
 MLE model when ``disc_pretrain_updates`` > 0, as both papers do), sampler and learning
-rates; the discriminator warm-up updates (generator idle) count towards the budget. Each stage's
-command, log and wall-clock time are recorded for ``results.json``.
+rates. Every method makes the same number of generator updates; an adversarial run also
+makes ``disc_steps`` - 1 discriminator-only updates before each of them (the papers' k)
+and its warm-up updates, so its fairseq ``--max-update`` is larger. Each stage's command,
+log and wall-clock time are recorded for ``results.json``.
 """
 
 from __future__ import annotations
@@ -132,12 +134,16 @@ class Budget:
     rollouts: int = 16  # R (SeqGAN)
     prefix_init: int = 10  # N0 of MaliGAN-full
     prefix_decay: int = 1  # K
-    prefix_decay_updates: int = 10
+    prefix_decay_updates: int = 10  # generator updates per schedule step
     disc_lr: float = 1e-3
-    disc_warmup_updates: int = 0
+    disc_warmup_updates: int = 0  # D-only updates before the first generator update
+    disc_steps: int = 1  # k: D updates per generator update (k - 1 of them D-only)
     disc_pretrain_updates: int = 0  # > 0: pretrain D on the MLE model's samples first
+    disc_pretrain_patience: int = 0  # > 0: stop D pretraining after this many valid scores
+    # (every 250 updates) without a lower valid loss; the best D is kept either way
     disc_dim: int = 64
-    save_interval_updates: int = 0  # > 0: keep checkpoints along the way (curves)
+    save_interval_updates: int = 0  # > 0: keep a checkpoint every this many generator
+    # updates (curves)
     mle_patience: int = 0  # > 0: then on until the valid loss has not improved for this
     mle_max_epochs: int = 0  # many epochs, or this many in all (0: 4 x mle_epochs)
     eval_samples: int = 1000
@@ -150,6 +156,22 @@ class Budget:
                     disc_dim=16, disc_pretrain_updates=3, eval_samples=100,
                     temperatures=(0.8, 1.0))
         return cls(**{**tiny, **sizes})
+
+    def fairseq_updates(self, method: str, generator_updates: int | None = None) -> int:
+        """fairseq's update count of ``method`` after ``generator_updates`` generator
+        updates (default: the budget's): the D-only warm-up and k - 1 D-only updates
+        before each generator update come on top for an adversarial method."""
+        updates = self.updates if generator_updates is None else generator_updates
+        if method == "mle":
+            return updates
+        return self.disc_warmup_updates + self.disc_steps * updates
+
+    def generator_updates(self, method: str, fairseq_updates: int) -> int:
+        """The generator updates made by fairseq update ``fairseq_updates`` of ``method``
+        (the inverse of ``fairseq_updates``)."""
+        if method == "mle":
+            return fairseq_updates
+        return max(0, fairseq_updates - self.disc_warmup_updates) // self.disc_steps
 
 
 def discriminator_args(budget: Budget) -> list[str]:
@@ -171,6 +193,7 @@ def method_args(method: str, budget: Budget, disc_path: Path | None = None,
         "--task", "maligan_language_modeling", "--optimizer", "maligan_adam",
         *discriminator_args(budget), "--disc-lr", str(budget.disc_lr),
         "--disc-warmup-updates", str(budget.disc_warmup_updates),
+        "--disc-steps", str(budget.disc_steps),
         *(["--disc-path", str(disc_path)] if disc_path else []),
     ]
     if method == "seqgan":
@@ -182,7 +205,7 @@ def method_args(method: str, budget: Budget, disc_path: Path | None = None,
     if method == "maligan_full":
         return [*maligan, "--prefix-init", str(budget.prefix_init),
                 "--prefix-decay", str(budget.prefix_decay),
-                "--prefix-decay-updates", str(budget.prefix_decay_updates)]
+                "--prefix-decay-updates", str(budget.prefix_decay_updates * budget.disc_steps)]
     raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
 
 
@@ -263,28 +286,34 @@ class LMExperiment(Runner):
             return path
         budget = self.budget
         print("\n== pretrain_discriminator: scripts/pretrain_discriminator.py", flush=True)
-        self.command("pretrain_discriminator", [
+        text = self.command("pretrain_discriminator", [
             PLUGIN.parent / "scripts" / "pretrain_discriminator.py", self.data,
             "--generator", pretrained, "--output", path, *discriminator_args(budget),
             *self.discriminator, "--updates", str(budget.disc_pretrain_updates),
+            "--patience", str(budget.disc_pretrain_patience),
             "--lr", str(budget.disc_lr),
             "--max-tokens", str(budget.finetune_max_tokens or budget.max_tokens),
             "--seed", str(self.seed),
         ])
+        found = re.search(r"valid accuracy \(real and generated rows\) ([\d.]+)", text)
+        if found:
+            self.stages[-1]["valid_accuracy"] = float(found.group(1))
         return path
 
     def finetune(self, method: str, pretrained: Path) -> Path:
         """Continue ``pretrained`` for the budget's updates with ``method``; its save dir."""
         save_dir = self.out / method
-        interval = self.budget.save_interval_updates
+        budget = self.budget
+        interval = budget.fairseq_updates(method, budget.save_interval_updates) \
+            - budget.fairseq_updates(method, 0)
         keep = ["--save-interval-updates", str(interval), "--keep-interval-updates", "-1"] \
             if interval > 0 else []
-        max_tokens = self.budget.finetune_max_tokens or self.budget.max_tokens
+        max_tokens = budget.finetune_max_tokens or budget.max_tokens
         log = self.fairseq(method, "train", [
             *self.common_args(save_dir, max_tokens),
-            *method_args(method, self.budget, self.disc_path, self.mle_criterion),
+            *method_args(method, budget, self.disc_path, self.mle_criterion),
             *(self.discriminator if method != "mle" else []),
-            "--lr", str(self.budget.lr), "--max-update", str(self.budget.updates),
+            "--lr", str(budget.lr), "--max-update", str(budget.fairseq_updates(method)),
             "--finetune-from-model", pretrained, *keep,
         ])
         if method != "mle":

@@ -8,12 +8,18 @@ Real rows are batches of the binarised ``train`` split; fake rows are free-runni
 samples of the generator (``--prefix-len`` > 0 clamps a prefix from the real row, as the
 criteria do), up to the task's target length limit, and both pass through
 ``format_rows`` as in training. The loss is the criteria's own ``discriminator_bce``;
-the accuracy on the ``valid`` split is printed at the end. The file loads with torch's
-safe loading.
+every ``--valid-interval`` updates D is scored on the ``valid`` split (its real rows
+against samples drawn with a fixed seed), and the D with the lowest valid loss is the
+one written: on a small corpus D memorises the training rows long before its train loss
+stops falling, and only the valid split says whether it tells real from generated rows
+it has not seen. ``--patience`` stops after that many scores without a better one. The
+file loads with torch's safe loading.
 """
 
 import argparse
+import copy
 import logging
+import math
 
 import torch
 from fairseq.dataclass.utils import gen_parser_from_dataclass
@@ -59,6 +65,25 @@ def logits(disc: Discriminator, generator, sample: dict, prefix_len: int, max_le
             disc(format_rows(fake, pad, max_len), src))
 
 
+def valid_score(disc: Discriminator, generator, task, args: argparse.Namespace,
+                max_len: int) -> tuple[float, float]:
+    """D's loss and accuracy on the valid split's real rows against one sample per row,
+    drawn with ``--seed`` each time (the same samples at every call; the training run's
+    random state is left as it was)."""
+    disc.eval()
+    loss = correct = total = rows = 0.0
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(args.seed)
+        for sample in batches(task, "valid", args.max_tokens, args.seed, epochs=1):
+            real, fake = logits(disc, generator, sample, args.prefix_len, max_len)
+            loss += float(discriminator_bce(real, fake)) * real.numel()
+            rows += real.numel()
+            correct += int(real.gt(0).sum()) + int(fake.le(0).sum())
+            total += real.numel() + fake.numel()
+    disc.train()
+    return loss / max(rows, 1), correct / max(total, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=existing_dir)
@@ -69,6 +94,11 @@ def main() -> None:
     parser.add_argument("--sample-max-len", type=positive_int, default=None,
                         help="length limit of samples (default: the task's target limit)")
     parser.add_argument("--updates", type=positive_int, default=500)
+    parser.add_argument("--valid-interval", type=positive_int, default=250,
+                        help="score D on the valid split every this many updates")
+    parser.add_argument("--patience", type=non_negative_int, default=0,
+                        help="stop after this many valid scores without a lower loss "
+                             "(0: run all --updates)")
     parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--max-tokens", type=positive_int, default=4096)
     parser.add_argument("--seed", type=int, default=1)
@@ -85,6 +115,9 @@ def main() -> None:
                          conditional=is_encoder_decoder(generator))
     optimizer = torch.optim.Adam(disc.parameters(), lr=args.lr)
     disc.train()
+    best = (math.inf, 0.0, 0)  # valid loss, valid accuracy, update
+    best_state = copy.deepcopy(disc.state_dict())
+    since_best = 0
     for update, sample in zip(range(1, args.updates + 1), batches(task, "train", args.max_tokens,
                                                                    args.seed)):
         loss = discriminator_bce(*logits(disc, generator, sample, args.prefix_len, max_len))
@@ -92,18 +125,25 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         if update % 50 == 0 or update == args.updates:
-            print(f"update {update}: discriminator loss {float(loss):.4f}", flush=True)
+            print(f"update {update}: discriminator loss {loss.item():.4f}", flush=True)
+        if update % args.valid_interval == 0 or update == args.updates:
+            valid_loss, accuracy = valid_score(disc, generator, task, args, max_len)
+            print(f"update {update}: valid loss {valid_loss:.4f}, accuracy {accuracy:.3f}",
+                  flush=True)
+            if valid_loss < best[0]:
+                best, since_best = (valid_loss, accuracy, update), 0
+                best_state = copy.deepcopy(disc.state_dict())
+            else:
+                since_best += 1
+            if args.patience and since_best >= args.patience:
+                print(f"no lower valid loss in {since_best} scores: stopping", flush=True)
+                break
 
+    disc.load_state_dict(best_state)
     disc.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for sample in batches(task, "valid", args.max_tokens, args.seed, epochs=1):
-            real, fake = logits(disc, generator, sample, args.prefix_len, max_len)
-            correct += int(real.gt(0).sum()) + int(fake.le(0).sum())
-            total += real.numel() + fake.numel()
     save_discriminator(disc, args.output)
-    print(f"valid accuracy (real and generated rows) {correct / max(total, 1):.3f}; "
-          f"wrote {args.output}")
+    print(f"valid accuracy (real and generated rows) {best[1]:.3f}, valid loss {best[0]:.4f} "
+          f"(best, update {best[2]}); wrote {args.output}")
 
 
 if __name__ == "__main__":

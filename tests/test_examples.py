@@ -48,12 +48,14 @@ def run_example(name: str, out: Path, *extra: str) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def check_runs(out: Path, updates: int, stages: list[dict]) -> float:
-    """Every method ran exactly ``updates`` updates from the same pretrained checkpoint and
-    N stayed 0 for MaliGAN-basic; returns MaliGAN-full's N averaged over its updates."""
+def check_runs(out: Path, updates: int, stages: list[dict], disc_steps: int = 1) -> float:
+    """Every method made exactly ``updates`` generator updates (an adversarial one
+    ``disc_steps`` fairseq updates for each) from the same pretrained checkpoint and N
+    stayed 0 for MaliGAN-basic; returns MaliGAN-full's N averaged over its updates."""
     commands = {s["stage"]: s["command"] for s in stages if s.get("seed", 1) == 1}
     for method in METHODS:
-        assert checkpoint_updates(out / method / "checkpoint_last.pt") == updates, method
+        steps = 1 if method == "mle" else disc_steps
+        assert checkpoint_updates(out / method / "checkpoint_last.pt") == steps * updates, method
         pretrained = out / "pretrained" / "checkpoint_best.pt"
         assert f"--finetune-from-model {pretrained}" in commands[method], method
     basic = re.findall(r"prefix_len[ =](\d+)", (out / "logs" / "maligan_basic.log").read_text())
@@ -80,6 +82,37 @@ def test_method_options_define_basic_and_full():
     assert "--disc-path" not in method_args("mle", _budget(), Path("disc.pt"))
     with pytest.raises(ValueError, match="unknown method"):
         method_args("gan", _budget())
+
+
+def test_budget_counts_generator_updates_with_k_discriminator_steps():
+    """k = 3 and a warm-up of 4: 5 generator updates are 4 + 3 x 5 fairseq updates, and
+    the criterion's own rule moves the generator on exactly 5 of them."""
+    from fairseq_maligan.criterions import AdversarialCriterion
+
+    budget = Budget(mle_epochs=1, mle_lr=0.01, max_tokens=100, updates=5, lr=1e-3,
+                    disc_steps=3, disc_warmup_updates=4)
+    assert budget.fairseq_updates("mle") == 5
+    assert budget.fairseq_updates("maligan_full") == 19
+    assert budget.fairseq_updates("seqgan", 2) == 10
+    assert [budget.generator_updates("maligan_basic", u) for u in (0, 4, 6, 7, 10, 19)] \
+        == [0, 0, 0, 1, 2, 5]
+    assert budget.generator_updates("mle", 7) == 7
+
+    class Schedule:
+        cfg = type("Cfg", (), {"disc_warmup_updates": 4, "disc_steps": 3})()
+        generator_moves = AdversarialCriterion.generator_moves
+
+    moved = []
+    for update in range(budget.fairseq_updates("maligan_full")):
+        Schedule.num_updates = update
+        moved.append(Schedule().generator_moves())
+    assert sum(moved) == 5
+    # After fairseq update u the generator has moved generator_updates(u) times.
+    assert all(sum(moved[:u]) == budget.generator_updates("maligan_full", u)
+               for u in range(20))
+    full = method_args("maligan_full", budget)
+    assert full[full.index("--disc-steps") + 1] == "3"
+    assert full[full.index("--prefix-decay-updates") + 1] == "30"
 
 
 def _budget():
@@ -148,14 +181,20 @@ def test_cached_result_runs_once_per_budget(tmp_path):
 def test_synthetic_oracle_quick(tmp_path):
     results = run_example("synthetic_oracle", tmp_path)
     seed = tmp_path / "seed1"
-    mean_prefix = check_runs(seed, 6, results["stages"])
     budget = results["budget"]
+    assert budget["disc_steps"] == 2 and budget["disc_warmup_updates"] == 0
+    mean_prefix = check_runs(seed, 6, results["stages"], disc_steps=2)
+    # The schedule steps every prefix_decay_updates generator updates: 2 x 2 fairseq ones.
     schedule = [prefix_length(u, 21, budget["prefix_init"], budget["prefix_decay"],
-                              budget["prefix_decay_updates"], 0) for u in range(6)]
-    assert schedule == [12, 12, 8, 8, 4, 4] and mean_prefix == pytest.approx(8)
+                              2 * budget["prefix_decay_updates"], 0) for u in range(12)]
+    assert schedule == [12] * 4 + [8] * 4 + [4] * 4 and mean_prefix == pytest.approx(8)
+    full = next(s["command"] for s in results["stages"] if s["stage"] == "maligan_full")
+    assert "--disc-steps 2" in full and "--prefix-decay-updates 4" in full
+    assert "--max-update 12" in full and "--save-interval-updates 6" in full
     curves = results["curves"]["1"]
     start = curves["mle"][0]
     for method in METHODS:
+        # Checkpoints every 3 generator updates, whatever the method's fairseq updates.
         assert [p["updates"] for p in curves[method]] == [0, 3, 6]
         assert curves[method][0] == start  # one pretrained model scored once for all
         for point in curves[method]:

@@ -78,3 +78,43 @@ def test_a_crafted_checkpoint_runs_no_code(maligan_checkpoint, tmp_path, tool):
     last = proc.stderr.strip().splitlines()[-1]
     assert "cfg.model.adaptive_softmax_cutoff" in last and "not a literal" in last
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_pretrain_discriminator_keeps_the_d_with_the_lowest_valid_loss(
+        lm_data, maligan_checkpoint, tmp_path):
+    """Scored every 4 updates, stopped after 2 scores without a better one: the file is
+    the best-scoring D (its valid loss, recomputed here, is the best one printed), not the
+    last one trained."""
+    import argparse
+    import importlib.util
+    import re
+
+    from fairseq_maligan.criterions import max_target_positions
+    from fairseq_maligan.discriminators import load_discriminator
+    from fairseq_maligan.evaluation import load_generator
+
+    disc_file = tmp_path / "disc.pt"
+    proc = script(
+        "pretrain_discriminator.py", str(lm_data), "--generator", str(maligan_checkpoint),
+        "--output", str(disc_file), "--disc-embed-dim", "8", "--disc-hidden-dim", "8",
+        "--updates", "40", "--valid-interval", "4", "--patience", "2", "--lr", "0.05",
+        "--max-tokens", "400", "--seed", "3",
+    )
+    scores = [(int(u), float(loss)) for u, loss in
+              re.findall(r"update (\d+): valid loss ([\d.]+)", proc.stdout)]
+    best_update, best_loss = min(scores, key=lambda score: score[1])
+    assert [u for u, _ in scores] == list(range(4, 4 * len(scores) + 1, 4))
+    last = proc.stdout.strip().splitlines()[-1]
+    assert f"valid loss {best_loss:.4f} (best, update {best_update})" in last
+    if scores[-1][0] < 40:  # stopped early: the patience ran out after the best score
+        assert "stopping" in proc.stdout and scores[-1][0] - best_update == 2 * 4
+
+    spec = importlib.util.spec_from_file_location(
+        "pretrain_discriminator", ROOT / "scripts" / "pretrain_discriminator.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    generator, task = load_generator(str(maligan_checkpoint), str(lm_data))
+    disc = load_discriminator(str(disc_file), task.target_dictionary)
+    args = argparse.Namespace(seed=3, max_tokens=400, prefix_len=0)
+    loss, _ = module.valid_score(disc, generator, task, args, max_target_positions(task))
+    assert loss == pytest.approx(best_loss, abs=1e-4)

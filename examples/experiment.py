@@ -39,14 +39,17 @@ from typing import Any
 import torch
 
 import fairseq_maligan
+from fairseq_maligan.criterions import max_target_positions
 from fairseq_maligan.evaluation import (
     detokenize,
+    discriminator_score,
     evaluate_generator,
     format_table,
     load_generator,
     nll_test,
     plot_sweep,
     read_references,
+    run_discriminator,
     sample_rows,
     temperature_sweep,
 )
@@ -317,8 +320,22 @@ class LMExperiment(Runner):
             "--finetune-from-model", pretrained, *keep,
         ])
         if method != "mle":
-            self.stages[-1]["format_audit"] = format_audit(log)
+            self.stages[-1]["format_audit"] = {**format_audit(log),
+                                               **self.held_out_audit(method)}
         return save_dir
+
+    def held_out_audit(self, method: str) -> dict[str, float]:
+        """The loss and accuracy of the D that ``method``'s run ended with, on held-out
+        rows: the valid split against samples of the final generator (the training log's
+        accuracy is on training rows, which D may have memorised)."""
+        path = str(self.out / method / "checkpoint_last.pt")
+        generator, task = load_generator(path, str(self.data))
+        disc, sample_max_len = run_discriminator(path, generator, task)
+        max_tokens = self.budget.finetune_max_tokens or self.budget.max_tokens
+        loss, accuracy = discriminator_score(
+            disc, generator, task, "valid", max_tokens, self.seed,
+            sample_max_len or max_target_positions(task))
+        return {"disc/valid_loss": round(loss, 4), "disc/valid_acc": round(accuracy, 4)}
 
     def run_all(self, raw: Path, methods: Sequence[str] = tuple(METHODS)) -> dict[str, Path]:
         """Preprocess, pretrain, fine-tune every method: name -> final checkpoint.

@@ -12,6 +12,12 @@ compared as curves, not as single points.
   better), diversity axis = self-BLEU-n of the samples (lower is more diverse); both are
   NLTK's method1 sentence BLEU (see ``metrics``), and every record states the
   tokenization and the number of samples behind self-BLEU (``BLEU_SETTINGS``).
+
+A discriminator is scored the same way wherever it comes from (``discriminator_score``:
+real rows of a split against samples of a generator): while it is pretrained, and at the
+end of an adversarial run, where the D saved with the run (``run_discriminator``) is
+scored on held-out rows, since its accuracy in the training log is on the training rows
+it may have memorised.
 """
 
 from __future__ import annotations
@@ -28,12 +34,25 @@ from fairseq.data import Dictionary
 from fairseq.tasks import FairseqTask
 from torch import Tensor, nn
 
+from .discriminators import (
+    ARCH_FIELDS,
+    Discriminator,
+    DiscriminatorConfig,
+    discriminator_bce,
+    format_rows,
+)
 from .errors import ConfigError, existing_dir
 from .files import GENERATOR, check_file, load_file, safe_loading
 from .metrics import TOKENIZERS, ReferenceBLEU, bootstrap_interval, self_bleu_scores
 from .oracle import Oracle
 from .patches import check_config_strings
-from .sampling import banned_tokens, output_scores, sample_sentences
+from .sampling import (
+    banned_tokens,
+    is_encoder_decoder,
+    output_scores,
+    sample_continuations,
+    sample_sentences,
+)
 
 BLEU_SETTINGS = ("tokenize", "self_bleu_samples")
 """The record fields that say how BLEU and self-BLEU were computed."""
@@ -84,6 +103,70 @@ def load_generator(
             f"({hint})"
         ) from None
     return models[0].eval(), task
+
+
+def run_discriminator(path: str, generator: nn.Module, task: FairseqTask
+                      ) -> tuple[Discriminator, int | None]:
+    """The discriminator saved with an adversarial run's checkpoint ``path`` (its
+    criterion state; ``generator`` and ``task`` loaded from it), in eval mode, and the
+    run's ``--sample-max-len`` (None: the task's limit)."""
+    state = load_file(path, "--path", GENERATOR)
+    criterion = state["cfg"]["criterion"]
+    weights = {key.removeprefix("discriminator."): value
+               for key, value in (state.get("criterion") or {}).items()
+               if key.startswith("discriminator.")}
+    if not weights or any(name not in criterion for name in ARCH_FIELDS):
+        raise ConfigError(f"--path: {path} holds no discriminator (not an adversarial run)")
+    cfg = DiscriminatorConfig(**{name: criterion[name] for name in ARCH_FIELDS})
+    disc = Discriminator(cfg, task.target_dictionary, task.source_dictionary,
+                         conditional=is_encoder_decoder(generator))
+    disc.load_state_dict(weights)
+    return disc.eval(), criterion.get("sample_max_len")
+
+
+def split_batches(task: FairseqTask, split: str, max_tokens: int, seed: int,
+                  epochs: int = 1000):
+    """Shuffled batches of a split, epoch after epoch (stock fairseq batching)."""
+    task.load_dataset(split)
+    for epoch in range(1, epochs + 1):
+        iterator = task.get_batch_iterator(
+            task.dataset(split), max_tokens=max_tokens, seed=seed, epoch=epoch,
+            ignore_invalid_inputs=True,
+        ).next_epoch_itr(shuffle=True)
+        yield from iterator
+
+
+def discriminator_logits(disc: Discriminator, generator: nn.Module, sample: dict,
+                         prefix_len: int, max_len: int) -> tuple[Tensor, Tensor]:
+    """D's logits on the real rows and on one generator sample per row, formatted alike
+    (``format_rows``, as in training; ``prefix_len`` > 0 clamps a real prefix)."""
+    with torch.no_grad():
+        fake = sample_continuations(generator, sample, prefix_len, 1, max_len)
+    src = sample["net_input"]["src_tokens"] if is_encoder_decoder(generator) else None
+    pad = generator.decoder.dictionary.pad()
+    return (disc(format_rows(sample["target"], pad, max_len), src),
+            disc(format_rows(fake, pad, max_len), src))
+
+
+def discriminator_score(disc: Discriminator, generator: nn.Module, task: FairseqTask,
+                        split: str, max_tokens: int, seed: int, max_len: int,
+                        prefix_len: int = 0) -> tuple[float, float]:
+    """D's loss and accuracy on ``split``'s real rows against one sample per row of
+    ``generator``, drawn with ``seed`` (the same samples at every call; the caller's
+    random state is left as it was). D is left in the mode it was in."""
+    was_training = disc.training
+    disc.eval()
+    loss = correct = total = rows = 0.0
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for sample in split_batches(task, split, max_tokens, seed, epochs=1):
+            real, fake = discriminator_logits(disc, generator, sample, prefix_len, max_len)
+            loss += float(discriminator_bce(real, fake)) * real.numel()
+            rows += real.numel()
+            correct += int(real.gt(0).sum()) + int(fake.le(0).sum())
+            total += real.numel() + fake.numel()
+    disc.train(was_training)
+    return loss / max(rows, 1), correct / max(total, 1)
 
 
 def name_checkpoints(paths: Sequence[str], names: Sequence[str] | None = None) -> dict[str, str]:

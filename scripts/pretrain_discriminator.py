@@ -29,7 +29,6 @@ from fairseq_maligan.discriminators import (
     Discriminator,
     DiscriminatorConfig,
     discriminator_bce,
-    format_rows,
     save_discriminator,
 )
 from fairseq_maligan.errors import (
@@ -40,48 +39,13 @@ from fairseq_maligan.errors import (
     positive_float,
     positive_int,
 )
-from fairseq_maligan.evaluation import load_generator
-from fairseq_maligan.sampling import is_encoder_decoder, sample_continuations
-
-
-def batches(task, split: str, max_tokens: int, seed: int, epochs: int = 1000):
-    """Endless shuffled batches of a split (stock fairseq batching)."""
-    task.load_dataset(split)
-    for epoch in range(1, epochs + 1):
-        iterator = task.get_batch_iterator(
-            task.dataset(split), max_tokens=max_tokens, seed=seed, epoch=epoch,
-            ignore_invalid_inputs=True,
-        ).next_epoch_itr(shuffle=True)
-        yield from iterator
-
-
-def logits(disc: Discriminator, generator, sample: dict, prefix_len: int, max_len: int):
-    """D's logits on the real rows and on one generator sample per row, formatted alike."""
-    with torch.no_grad():
-        fake = sample_continuations(generator, sample, prefix_len, 1, max_len)
-    src = sample["net_input"]["src_tokens"] if is_encoder_decoder(generator) else None
-    pad = generator.decoder.dictionary.pad()
-    return (disc(format_rows(sample["target"], pad, max_len), src),
-            disc(format_rows(fake, pad, max_len), src))
-
-
-def valid_score(disc: Discriminator, generator, task, args: argparse.Namespace,
-                max_len: int) -> tuple[float, float]:
-    """D's loss and accuracy on the valid split's real rows against one sample per row,
-    drawn with ``--seed`` each time (the same samples at every call; the training run's
-    random state is left as it was)."""
-    disc.eval()
-    loss = correct = total = rows = 0.0
-    with torch.no_grad(), torch.random.fork_rng():
-        torch.manual_seed(args.seed)
-        for sample in batches(task, "valid", args.max_tokens, args.seed, epochs=1):
-            real, fake = logits(disc, generator, sample, args.prefix_len, max_len)
-            loss += float(discriminator_bce(real, fake)) * real.numel()
-            rows += real.numel()
-            correct += int(real.gt(0).sum()) + int(fake.le(0).sum())
-            total += real.numel() + fake.numel()
-    disc.train()
-    return loss / max(rows, 1), correct / max(total, 1)
+from fairseq_maligan.evaluation import (
+    discriminator_logits,
+    discriminator_score,
+    load_generator,
+    split_batches,
+)
+from fairseq_maligan.sampling import is_encoder_decoder
 
 
 def main() -> None:
@@ -118,16 +82,19 @@ def main() -> None:
     best = (math.inf, 0.0, 0)  # valid loss, valid accuracy, update
     best_state = copy.deepcopy(disc.state_dict())
     since_best = 0
-    for update, sample in zip(range(1, args.updates + 1), batches(task, "train", args.max_tokens,
-                                                                   args.seed)):
-        loss = discriminator_bce(*logits(disc, generator, sample, args.prefix_len, max_len))
+    train = split_batches(task, "train", args.max_tokens, args.seed)
+    for update, sample in zip(range(1, args.updates + 1), train):
+        loss = discriminator_bce(*discriminator_logits(disc, generator, sample,
+                                                       args.prefix_len, max_len))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if update % 50 == 0 or update == args.updates:
             print(f"update {update}: discriminator loss {loss.item():.4f}", flush=True)
         if update % args.valid_interval == 0 or update == args.updates:
-            valid_loss, accuracy = valid_score(disc, generator, task, args, max_len)
+            valid_loss, accuracy = discriminator_score(
+                disc, generator, task, "valid", args.max_tokens, args.seed, max_len,
+                args.prefix_len)
             print(f"update {update}: valid loss {valid_loss:.4f}, accuracy {accuracy:.3f}",
                   flush=True)
             if valid_loss < best[0]:

@@ -227,6 +227,8 @@ def test_synthetic_oracle_quick(tmp_path):
     audit = {row["method"]: row for row in results["format_audit"]}
     assert set(audit) == {"seqgan", "maligan_basic", "maligan_full"}
     assert all(0 <= audit[m]["sample/eos_fake"] <= 1 for m in audit)
+    assert all(0 <= audit[m]["disc/valid_acc"] <= 1 and audit[m]["disc/valid_loss"] > 0
+               for m in audit)
     assert set(results["beyond_mle_temperatures"]) == set(METHODS.values()) - {"MLE"}
     check_png(tmp_path / "curves.png")
     check_png(tmp_path / "sweep.png")

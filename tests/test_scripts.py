@@ -85,13 +85,11 @@ def test_pretrain_discriminator_keeps_the_d_with_the_lowest_valid_loss(
     """Scored every 4 updates, stopped after 2 scores without a better one: the file is
     the best-scoring D (its valid loss, recomputed here, is the best one printed), not the
     last one trained."""
-    import argparse
-    import importlib.util
     import re
 
     from fairseq_maligan.criterions import max_target_positions
     from fairseq_maligan.discriminators import load_discriminator
-    from fairseq_maligan.evaluation import load_generator
+    from fairseq_maligan.evaluation import discriminator_score, load_generator
 
     disc_file = tmp_path / "disc.pt"
     proc = script(
@@ -109,12 +107,27 @@ def test_pretrain_discriminator_keeps_the_d_with_the_lowest_valid_loss(
     if scores[-1][0] < 40:  # stopped early: the patience ran out after the best score
         assert "stopping" in proc.stdout and scores[-1][0] - best_update == 2 * 4
 
-    spec = importlib.util.spec_from_file_location(
-        "pretrain_discriminator", ROOT / "scripts" / "pretrain_discriminator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     generator, task = load_generator(str(maligan_checkpoint), str(lm_data))
     disc = load_discriminator(str(disc_file), task.target_dictionary)
-    args = argparse.Namespace(seed=3, max_tokens=400, prefix_len=0)
-    loss, _ = module.valid_score(disc, generator, task, args, max_target_positions(task))
+    loss, _ = discriminator_score(disc, generator, task, "valid", 400, 3,
+                                  max_target_positions(task))
     assert loss == pytest.approx(best_loss, abs=1e-4)
+
+
+def test_run_discriminator_is_the_d_the_run_saved(lm_data, maligan_checkpoint, tmp_path):
+    """The held-out audit scores the D of the checkpoint's criterion state, weight for
+    weight; a checkpoint without one (an exported generator) is a one-line error."""
+    from fairseq_maligan.errors import ConfigError
+    from fairseq_maligan.evaluation import load_generator, run_discriminator
+
+    generator, task = load_generator(str(maligan_checkpoint), str(lm_data))
+    disc, sample_max_len = run_discriminator(str(maligan_checkpoint), generator, task)
+    saved = torch.load(maligan_checkpoint, weights_only=True)["criterion"]
+    own = disc.state_dict()
+    assert own and all(torch.equal(value, saved["discriminator." + key])
+                       for key, value in own.items())
+    assert not disc.training and sample_max_len is None
+    exported = tmp_path / "generator.pt"
+    script("export_generator.py", str(maligan_checkpoint), str(exported))
+    with pytest.raises(ConfigError, match="holds no discriminator"):
+        run_discriminator(str(exported), generator, task)

@@ -177,6 +177,16 @@ class Budget:
         return max(0, fairseq_updates - self.disc_warmup_updates) // self.disc_steps
 
 
+# The discriminator budget of every full run. SeqGAN gives D 50 x 3 epochs of pretraining
+# and 5 x 3 epochs per generator update (~4,700 minibatches on its oracle). Here: pretraining
+# scored on the valid split every 250 minibatches, stopped after 4 scores without a lower
+# valid loss, keeping the best D (on the oracle D memorises the 10,000 training rows: its
+# valid loss is lowest near 1,000 minibatches, then rises; with 300, as before, it stayed at
+# chance), then k = 5 minibatches per generator update, and no warm-up beyond pretraining.
+FULL_DISCRIMINATOR = dict(disc_pretrain_updates=4000, disc_pretrain_patience=4, disc_steps=5,
+                          disc_warmup_updates=0)
+
+
 def discriminator_args(budget: Budget) -> list[str]:
     """The discriminator of every adversarial run (and of its pretraining script)."""
     return ["--disc-arch", "rnn_discriminator", "--disc-embed-dim", str(budget.disc_dim),

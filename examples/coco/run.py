@@ -24,6 +24,7 @@ from fairseq_maligan.evaluation import read_references
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
 from experiment import (  # noqa: E402
+    FULL_DISCRIMINATOR,
     Budget,
     LMExperiment,
     parse_mode,
@@ -56,7 +57,7 @@ FULL = Budget(mle_epochs=80, mle_patience=10, mle_max_epochs=150, mle_lr=0.005,
               max_tokens=734, finetune_max_tokens=734,
               updates=200, lr=1e-3, rollouts=8, prefix_init=12, prefix_decay=2,
               prefix_decay_updates=35, disc_lr=1e-3,
-              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64,
+              **FULL_DISCRIMINATOR, disc_dim=64,
               eval_samples=9984)
 # Texygen's sample count: 156 batches of 64; self-BLEU in its default fast mode.
 SELF_BLEU_SAMPLES = 500

@@ -35,6 +35,7 @@ from fairseq_maligan.evaluation import load_generator, nll_test, plot_sweep, sam
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
 from experiment import (  # noqa: E402
+    FULL_DISCRIMINATOR,
     METHODS,
     Budget,
     LMExperiment,
@@ -54,7 +55,7 @@ FULL = Budget(mle_epochs=10, mle_patience=3, mle_max_epochs=40,
               mle_lr=0.005, max_tokens=4000, finetune_max_tokens=2000,
               updates=150, lr=3e-4, rollouts=4, prefix_init=105, prefix_decay=15,
               prefix_decay_updates=20, disc_lr=1e-3,
-              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=32,
+              **FULL_DISCRIMINATOR, disc_dim=32,
               eval_samples=500)
 NAMES = {"pretrained": "MLE pretrained", **METHODS}
 ROW_END = "|"

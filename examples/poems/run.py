@@ -31,6 +31,7 @@ from fairseq_maligan.errors import install_excepthook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
 from experiment import (  # noqa: E402
+    FULL_DISCRIMINATOR,
     Budget,
     LMExperiment,
     cached_result,
@@ -62,7 +63,7 @@ FULL = Budget(mle_epochs=12, mle_patience=3, mle_max_epochs=50,
               mle_lr=0.005, max_tokens=2500, finetune_max_tokens=1250,
               updates=200, lr=1e-3, rollouts=8, prefix_init=20, prefix_decay=4,
               prefix_decay_updates=40, disc_lr=1e-3,
-              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=32)
+              **FULL_DISCRIMINATOR, disc_dim=32)
 
 
 def quatrains(corpus: str, limit: int | None) -> list[str]:

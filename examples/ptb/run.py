@@ -27,6 +27,7 @@ from fairseq_maligan.evaluation import read_references
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
 from experiment import (  # noqa: E402
+    FULL_DISCRIMINATOR,
     Budget,
     LMExperiment,
     parse_mode,
@@ -51,7 +52,7 @@ FULL = Budget(mle_epochs=8, mle_patience=3, mle_max_epochs=40,
               mle_lr=0.003, max_tokens=4000, finetune_max_tokens=2000,
               updates=180, lr=3e-4, rollouts=4, prefix_init=30, prefix_decay=5,
               prefix_decay_updates=30, disc_lr=1e-3,
-              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64)
+              **FULL_DISCRIMINATOR, disc_dim=64)
 
 
 def write_splits(raw: Path, quick: bool) -> dict[str, int]:

@@ -41,6 +41,7 @@ from fairseq_maligan.evaluation import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
 from experiment import (  # noqa: E402
+    FULL_DISCRIMINATOR,
     METHODS,
     Budget,
     LMExperiment,
@@ -62,18 +63,12 @@ PUBLISHED = {"random": 10.310, "mle": 9.038, "scheduled sampling": 8.985, "pg_bl
 QUICK = Budget.quick(mle_epochs=3, max_tokens=1000, prefix_init=12, prefix_decay=4,
                      prefix_decay_updates=2, save_interval_updates=3, disc_steps=2)
 # SeqGAN's budget (LantaoYu/SeqGAN, sequence_gan.py): 120 MLE epochs at batch 64, then 200
-# adversarial generator updates; 64 sequences of 20 tokens and EOS are 1,344 tokens. Its D
-# gets 50 x 3 epochs of pretraining and 5 x 3 epochs per generator update (~4,700
-# minibatches). Ours: pretraining scored on the valid split every 250 minibatches, stopped
-# after 4 scores without a lower valid loss (D memorises the 10,000 training rows: its
-# valid loss is lowest near 1,000 minibatches and rises after), keeping the best D; then
-# k = 5 minibatches per generator update.
+# adversarial generator updates; 64 sequences of 20 tokens and EOS are 1,344 tokens. D's
+# budget: FULL_DISCRIMINATOR (examples/experiment.py), as in every full run.
 FULL = Budget(mle_epochs=120, mle_patience=10, mle_max_epochs=200, mle_lr=0.01,
               max_tokens=1344, finetune_max_tokens=1344,
               updates=200, lr=1e-3, rollouts=16, prefix_init=16, prefix_decay=2,
-              prefix_decay_updates=25, disc_lr=1e-3, disc_steps=5,
-              disc_pretrain_updates=4000,
-              disc_pretrain_patience=4, disc_warmup_updates=0, disc_dim=64,
+              prefix_decay_updates=25, disc_lr=1e-3, **FULL_DISCRIMINATOR, disc_dim=64,
               save_interval_updates=20, temperatures=(0.5, 0.6, 0.7, 0.85, 1.0, 1.2))
 # seqgan_samples: SeqGAN's generated_num = 10,000, drawn in whole batches of 64.
 DATA_SIZES = {"quick": dict(vocab=200, train=600, test=100, seeds=(1,), seqgan_samples=200),

@@ -21,7 +21,7 @@ from pathlib import Path
 from fairseq_maligan.errors import install_excepthook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
-from experiment import Budget, parse_mode  # noqa: E402
+from experiment import FULL_DISCRIMINATOR, Budget, parse_mode  # noqa: E402
 from ptb.run import run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -32,7 +32,7 @@ QUICK = Budget.quick(mle_lr=1e-3, rollouts=2, prefix_init=30, prefix_decay=5,
 FULL = Budget(mle_epochs=10, mle_patience=3, mle_max_epochs=40, mle_lr=5e-4,
               max_tokens=4000, finetune_max_tokens=2000, updates=180, lr=1e-4, rollouts=4,
               prefix_init=30, prefix_decay=5, prefix_decay_updates=30, disc_lr=1e-3,
-              disc_pretrain_updates=300, disc_warmup_updates=20, disc_dim=64)
+              **FULL_DISCRIMINATOR, disc_dim=64)
 
 
 def generator_args(quick: bool) -> list[str]:

@@ -118,6 +118,42 @@ class Runner:
         self.stages.append({"stage": stage, "command": text, "seconds": round(seconds, 1),
                             **extra})
 
+    def train_updates(self, stage: str, save_dir: Path, args: Sequence[str],
+                      max_update: int) -> str:
+        """fairseq-train ``args`` (saving to ``save_dir``) for ``max_update`` updates, or
+        nothing if its ``checkpoint_last.pt`` already has them: fairseq-train resumed at
+        ``--max-update`` makes one update more before it checks the limit. Returns the
+        stage's log (that of the earlier run for a finished stage)."""
+        last = save_dir / "checkpoint_last.pt"
+        if last.exists() and checkpoint_updates(last) >= max_update:
+            print(f"\n== {stage}: kept, {last} has its {max_update} updates", flush=True)
+            log_path = self.out / "logs" / f"{stage}.log"
+            self.record(stage, "kept from an earlier run", 0.0, kept=True, log=str(log_path))
+            return log_path.read_text() if log_path.exists() else ""
+        return self.fairseq(stage, "train", [*args, "--max-update", str(max_update)])
+
+    def to_convergence(self, stage: str, save_dir: Path, args: Sequence[str],
+                       floor_epochs: int, patience: int, max_epochs: int) -> dict[str, Any]:
+        """fairseq-train ``args`` (saving to ``save_dir``) to convergence: ``floor_epochs``
+        (the published budget: never less), then, with ``patience`` > 0, on until the valid
+        loss has not improved for that many epochs (fairseq's ``--patience``) or
+        ``max_epochs`` are done; not at all if the floor's best epoch is already that
+        many epochs old. What it took is written to ``save_dir/pretraining.json`` (and
+        to the stage's record), whose presence marks the stage finished for a rerun; an
+        interrupted stage resumes from its ``checkpoint_last.pt``."""
+        summary = save_dir / "pretraining.json"
+        if summary.exists():
+            return json.loads(summary.read_text())
+        self.fairseq(stage, "train", [*args, "--max-epoch", str(floor_epochs)])
+        if patience > 0 and not best_is_stale(save_dir, patience):
+            self.fairseq(f"{stage}_to_convergence", "train", [
+                *args, "--max-epoch", str(max_epochs), "--patience", str(patience),
+            ])
+        took = pretraining_summary(save_dir, floor_epochs, patience)
+        write_results(summary, took)
+        self.stages[-1]["pretraining"] = took  # into every results.json's stages
+        return took
+
     def seconds(self, stage: str) -> float:
         """Wall-clock seconds of a recorded stage."""
         return next(s["seconds"] for s in self.stages if s["stage"] == stage)
@@ -260,31 +296,16 @@ class LMExperiment(Runner):
         ]
 
     def pretrain(self) -> Path:
-        """MLE pretraining (``mle_criterion``) to convergence; returns its best checkpoint.
-
-        It runs the budget's ``mle_epochs`` (the published budget: never less), then, with
-        ``mle_patience`` > 0, goes on until the valid loss has not improved for that many
-        epochs (fairseq's ``--patience``) or ``mle_max_epochs`` are done; not at all if
-        the best epoch of the floor is already that many epochs old. The epochs and
-        updates it took are written to ``pretrained/pretraining.json`` (and to the stage's
-        record), whose presence also marks the stage finished for a rerun.
-        """
+        """MLE pretraining (``mle_criterion``) to convergence (:meth:`Runner.to_convergence`
+        with the budget's ``mle_epochs``, ``mle_patience`` and ``mle_max_epochs``) in
+        ``pretrained/``; returns its best checkpoint."""
         save_dir = self.out / "pretrained"
-        summary = save_dir / "pretraining.json"
         budget = self.budget
         args = [*self.common_args(save_dir, budget.max_tokens),
                 *method_args("mle", budget, mle_criterion=self.mle_criterion),
                 "--lr", str(budget.mle_lr), *self.pretrain_args]
-        if not summary.exists():
-            self.fairseq("pretrain_mle", "train", [*args, "--max-epoch", str(budget.mle_epochs)])
-            if budget.mle_patience > 0 and not best_is_stale(save_dir, budget.mle_patience):
-                cap = budget.mle_max_epochs or 4 * budget.mle_epochs
-                self.fairseq("pretrain_mle_to_convergence", "train", [
-                    *args, "--max-epoch", str(cap), "--patience", str(budget.mle_patience),
-                ])
-            took = pretraining_summary(save_dir, budget)
-            write_results(summary, took)
-            self.stages[-1]["pretraining"] = took  # into every results.json's stages
+        self.to_convergence("pretrain_mle", save_dir, args, budget.mle_epochs,
+                            budget.mle_patience, budget.mle_max_epochs or 4 * budget.mle_epochs)
         return save_dir / "checkpoint_best.pt"
 
     def pretraining(self) -> dict[str, Any]:
@@ -322,13 +343,12 @@ class LMExperiment(Runner):
         keep = ["--save-interval-updates", str(interval), "--keep-interval-updates", "-1"] \
             if interval > 0 else []
         max_tokens = budget.finetune_max_tokens or budget.max_tokens
-        log = self.fairseq(method, "train", [
+        log = self.train_updates(method, save_dir, [
             *self.common_args(save_dir, max_tokens),
             *method_args(method, budget, self.disc_path, self.mle_criterion),
             *(self.discriminator if method != "mle" else []),
-            "--lr", str(budget.lr), "--max-update", str(budget.fairseq_updates(method)),
-            "--finetune-from-model", pretrained, *keep,
-        ])
+            "--lr", str(budget.lr), "--finetune-from-model", pretrained, *keep,
+        ], budget.fairseq_updates(method))
         if method != "mle":
             self.stages[-1]["format_audit"] = {**format_audit(log),
                                                **self.held_out_audit(method)}
@@ -431,7 +451,7 @@ def checkpoint_state(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def pretraining_summary(save_dir: Path, budget: Budget) -> dict[str, Any]:
+def pretraining_summary(save_dir: Path, floor_epochs: int, patience: int) -> dict[str, Any]:
     """Epochs and updates that MLE pretraining in ``save_dir`` took, and its best's."""
     last = checkpoint_state(save_dir / "checkpoint_last.pt")
     best = checkpoint_state(save_dir / "checkpoint_best.pt")
@@ -441,7 +461,7 @@ def pretraining_summary(save_dir: Path, budget: Budget) -> dict[str, Any]:
         "best_epoch": completed_epochs(best),
         "best_updates": int(best["optimizer_history"][-1]["num_updates"]),
         "best_valid_loss": float(best["extra_state"]["val_loss"]),
-        "floor_epochs": budget.mle_epochs, "patience": budget.mle_patience,
+        "floor_epochs": floor_epochs, "patience": patience,
     }
 
 

@@ -146,6 +146,13 @@ def test_pretraining_runs_the_floor_then_stops_on_patience(lm_data, tmp_path):
     assert summary["best_updates"] <= summary["updates"]
     experiment.pretrain()
     assert len(experiment.stages) == 2
+    # A finished fine-tuning stage is kept: fairseq-train resumed at --max-update would
+    # make one update more.
+    pretrained = tmp_path / "pretrained" / "checkpoint_best.pt"
+    for _ in range(2):
+        experiment.finetune("mle", pretrained)
+        assert checkpoint_updates(tmp_path / "mle" / "checkpoint_last.pt") == 1
+    assert experiment.stages[-1]["kept"] and not experiment.stages[-2].get("kept")
 
 
 def test_best_is_stale_compares_the_epochs_of_best_and_last(tmp_path):
@@ -360,3 +367,28 @@ def test_mnist_rows_to_images():
                                [1, 1, 0, 0]]
     assert invalid == pytest.approx(4 / 5)
     assert images.dtype == np.uint8
+
+
+@pytest.mark.skipif(not (SHARED / "multi30k").is_dir(), reason="needs ../shared/data/multi30k")
+def test_translation_quick_resumes_and_refuses_other_sizes(tmp_path):
+    """A second run in the same --out keeps every finished stage (no stage trains again,
+    the same BLEU); other sizes in that --out are refused with a one-line error."""
+    small = ["--mle-updates", "30", "--finetune-updates", "4"]
+    first = run_example("translation", tmp_path, *small)
+    took = first["pretraining"]
+    assert took["updates"] == 30 and took["floor_epochs"] == 4
+    assert checkpoint_updates(tmp_path / "maligan" / "checkpoint_last.pt") == 4
+    second = run_example("translation", tmp_path, *small)
+    for stage in ("mle_continued", "maligan"):  # not one update more on the rerun
+        assert checkpoint_updates(tmp_path / stage / "checkpoint_last.pt") == 4
+    trained = {s["stage"] for s in second["stages"]} & {"sentencepiece", "preprocess", "mle"}
+    assert not trained
+    assert second["pretraining"] == took
+    assert [r["bleu"] for r in second["results"]] == [r["bleu"] for r in first["results"]]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "translation" / "run.py"), "--quick",
+         "--out", str(tmp_path), "--mle-updates", "31", "--finetune-updates", "4"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "holds a run with other sizes (mle_max_updates); remove it or choose another --out")

@@ -2,7 +2,8 @@
 
 1. trains one joint sentencepiece model on train.en + train.de and encodes every split;
 2. binarises the pieces with ``fairseq-preprocess --joined-dictionary`` (en -> de);
-3. trains a small MLE ``transformer`` (label-smoothed cross-entropy, inverse_sqrt);
+3. trains a small MLE ``transformer`` (label-smoothed cross-entropy, inverse_sqrt) to
+   convergence: a floor of epochs, then on until the valid loss stops improving;
 4. from its ``checkpoint_best.pt`` trains the same number of updates of (a) MLE
    (``--finetune-from-model``, the fair baseline) and (b) ``maligan_mixed`` under the
    ``maligan_translation`` task;
@@ -10,6 +11,11 @@
    decodes the hypotheses with sentencepiece and scores them with sacreBLEU against the
    raw test2016.de;
 6. prints a table and writes ``results.json`` (commands, wall-clock times, scores).
+
+A rerun with the same ``--out`` resumes: finished stages are kept (the sentencepiece
+pieces, ``data-bin``, MLE with its ``pretraining.json``) and every fairseq-train stage
+continues from its ``checkpoint_last.pt``; a rerun with other sizes than those in the
+directory's ``scale.json`` is refused.
 
     python examples/translation/run.py --quick   # a few minutes on 2 CPU cores
     python examples/translation/run.py           # the full experiment (see README.md)
@@ -31,7 +37,7 @@ from typing import Any
 from fairseq_maligan.errors import install_excepthook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
-from experiment import PLUGIN, Runner, checkpoint_updates  # noqa: E402
+from experiment import PLUGIN, Runner, checkpoint_updates, write_results  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -54,7 +60,9 @@ class Scale:
     dropout: float
     mle_lr: float
     mle_warmup: int
-    mle_updates: int
+    mle_epochs: int  # at least this many epochs of MLE
+    mle_patience: int  # > 0: then on until the valid loss has not improved for this many
+    mle_max_epochs: int  # epochs, or this many in all
     mle_max_tokens: int
     finetune_lr: float
     finetune_updates: int
@@ -63,17 +71,20 @@ class Scale:
     prefix_init: int
     disc_dim: int
     log_interval: int
+    mle_max_updates: int | None = None  # stop MLE after this many updates (timing runs)
 
 
 QUICK = Scale(
     train_sentences=4000, vocab=1000, layers=2, dim=128, ffn=256, heads=4, dropout=0.1,
-    mle_lr=2e-3, mle_warmup=100, mle_updates=300, mle_max_tokens=2048,
+    mle_lr=2e-3, mle_warmup=100, mle_epochs=4, mle_patience=0, mle_max_epochs=4,
+    mle_max_tokens=2048,
     finetune_lr=1e-4, finetune_updates=40, finetune_max_tokens=1024,
     num_samples=4, prefix_init=10, disc_dim=32, log_interval=20,
 )
 FULL = Scale(
     train_sentences=None, vocab=8000, layers=3, dim=256, ffn=512, heads=4, dropout=0.1,
-    mle_lr=1e-3, mle_warmup=400, mle_updates=1100, mle_max_tokens=4096,
+    mle_lr=1e-3, mle_warmup=400, mle_epochs=10, mle_patience=3, mle_max_epochs=60,
+    mle_max_tokens=4096,
     finetune_lr=1e-4, finetune_updates=200, finetune_max_tokens=2048,
     num_samples=4, prefix_init=10, disc_dim=64, log_interval=50,
 )
@@ -104,8 +115,14 @@ class Experiment(Runner):
         return lines
 
     def sentencepiece(self) -> None:
-        """Train one joint model on train.en + train.de; encode every split to pieces."""
+        """Train one joint model on train.en + train.de; encode every split to pieces
+        (kept from an earlier run when the pieces of every split are there)."""
         import sentencepiece as spm
+
+        if all((self.pieces / f"{split}.{lang}").exists()
+               for split in SPLITS for lang in (SOURCE, TARGET)):
+            print("\n== sentencepiece: kept from the earlier run", flush=True)
+            return
 
         print(f"\n== sentencepiece: joint unigram model, vocabulary {self.scale.vocab}",
               flush=True)
@@ -144,7 +161,11 @@ class Experiment(Runner):
     # -- 2. fairseq-preprocess --------------------------------------------------------
 
     def preprocess(self) -> None:
-        """Binarise the pieces with one dictionary shared by English and German."""
+        """Binarise the pieces with one dictionary shared by English and German (kept from
+        an earlier run that finished)."""
+        if (self.data_bin / f"test.{SOURCE}-{TARGET}.{TARGET}.idx").exists():
+            print("\n== preprocess: kept from the earlier run", flush=True)
+            return
         shutil.rmtree(self.data_bin, ignore_errors=True)
         self.fairseq("preprocess", "preprocess", [
             "--source-lang", SOURCE, "--target-lang", TARGET, "--joined-dictionary",
@@ -183,23 +204,25 @@ class Experiment(Runner):
         ]
 
     def train_mle(self) -> None:
-        """The MLE baseline: label-smoothed cross-entropy, Adam, inverse_sqrt schedule."""
+        """The MLE baseline: label-smoothed cross-entropy, Adam, inverse_sqrt schedule, to
+        convergence (``Runner.to_convergence``)."""
         s = self.scale
-        self.fairseq("mle", "train", [
+        cap = ["--max-update", str(s.mle_max_updates)] if s.mle_max_updates else []
+        self.to_convergence("mle", self.out / "mle", [
             *self.common_args(self.out / "mle"), "--task", "translation",
             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--weight-decay", "0.0001",
             "--clip-norm", "1.0", "--lr", str(s.mle_lr), "--lr-scheduler", "inverse_sqrt",
             "--warmup-updates", str(s.mle_warmup), "--warmup-init-lr", "1e-07",
-            "--max-tokens", str(s.mle_max_tokens), "--max-update", str(s.mle_updates),
-        ])
+            "--max-tokens", str(s.mle_max_tokens), *cap,
+        ], s.mle_epochs, s.mle_patience, s.mle_max_epochs)
 
     def finetune_args(self, save_dir: Path) -> list[str]:
         """What the two fine-tuning runs share: start, batches, updates, learning rate."""
         s = self.scale
         return [
             *self.common_args(save_dir), "--finetune-from-model", str(self.mle_checkpoint),
-            "--max-tokens", str(s.finetune_max_tokens), "--max-update", str(s.finetune_updates),
+            "--max-tokens", str(s.finetune_max_tokens),
             "--adam-betas", "(0.9, 0.98)", "--weight-decay", "0.0001", "--clip-norm", "1.0",
             "--lr", str(s.finetune_lr), "--lr-scheduler", "fixed",
         ]
@@ -211,18 +234,20 @@ class Experiment(Runner):
 
     def train_mle_continued(self) -> None:
         """(a) MLE for the same number of updates: the fair baseline."""
-        self.fairseq("mle_continued", "train", [
-            *self.finetune_args(self.out / "mle_continued"), "--task", "translation",
+        save_dir = self.out / "mle_continued"
+        self.train_updates("mle_continued", save_dir, [
+            *self.finetune_args(save_dir), "--task", "translation",
             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
             "--optimizer", "adam",
-        ])
+        ], self.scale.finetune_updates)
 
     def train_maligan(self) -> None:
         """(b) maligan_mixed: N from prefix_init down to 0, D-only warm-up of 10 %."""
         s = self.scale
         decay_updates = max(1, s.finetune_updates // (s.prefix_init + 1))
-        self.fairseq("maligan", "train", [
-            *self.finetune_args(self.out / "maligan"), "--task", "maligan_translation",
+        save_dir = self.out / "maligan"
+        self.train_updates("maligan", save_dir, [
+            *self.finetune_args(save_dir), "--task", "maligan_translation",
             "--eval-bleu-remove-bpe", "sentencepiece",
             "--criterion", "maligan_mixed", "--optimizer", "maligan_adam",
             "--num-samples", str(s.num_samples), "--mle-weight", "1",
@@ -231,7 +256,7 @@ class Experiment(Runner):
             "--disc-arch", "cnn_discriminator", "--disc-embed-dim", str(s.disc_dim),
             "--disc-hidden-dim", str(s.disc_dim), "--disc-lr", "1e-3",
             "--disc-warmup-updates", str(max(1, s.finetune_updates // 10)),
-        ])
+        ], s.finetune_updates)
 
     # -- 5. evaluation ----------------------------------------------------------------
 
@@ -290,9 +315,10 @@ class Experiment(Runner):
 
 def training_speed(stages: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     """Updates per second of one training stage: fairseq's own ``ups`` (the mean of its
-    progress lines) and updates over the stage's whole wall-clock time."""
+    progress lines) and updates over the stage's whole wall-clock time; None for a stage
+    that did not run (kept from an earlier run)."""
     stage = next((s for s in stages if s["stage"] == name), None)
-    if stage is None:
+    if stage is None or stage.get("kept"):
         return None
     text = Path(stage["log"]).read_text()
     ups = [float(v) for v in re.findall(r"\| train_inner \|.*?\bups=([\d.]+)", text)]
@@ -320,19 +346,35 @@ def parse_args() -> argparse.Namespace:
                         "(default 1: see README.md)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log-interval", type=int, help="override fairseq's --log-interval")
-    parser.add_argument("--mle-updates", type=int, help="override the MLE updates")
+    parser.add_argument("--mle-updates", type=int,
+                        help="stop MLE after this many updates (timing runs)")
     parser.add_argument("--finetune-updates", type=int,
                         help="override the updates of each fine-tuning run")
     parser.add_argument("--stop-after", choices=STAGES, default="evaluate",
                         help="stop after this stage (timing runs)")
     parser.add_argument("--skip", choices=STAGES[:3], action="append", default=[],
-                        help="reuse this stage's existing output in --out (repeatable)")
+                        help="do not run this stage: use its output in --out as it is "
+                        "(repeatable; a rerun keeps finished stages anyway)")
     args = parser.parse_args()
     mode = "quick" if args.quick else "full"
     args.mode = mode
     args.out = (args.out or HERE / "output" / mode).resolve()
     args.data_dir = args.data_dir.resolve()
     return args
+
+
+def check_scale(path: Path, scale: Scale) -> None:
+    """Record the sizes of the run in ``--out``, or exit if an earlier run there used
+    others (resuming it with these would mix the two)."""
+    wanted = dataclasses.asdict(scale)
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored != wanted:
+            changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
+            sys.exit(f"{path.parent} holds a run with other sizes ({', '.join(changed)}); "
+                     "remove it or choose another --out")
+    else:
+        write_results(path, wanted)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -347,18 +389,12 @@ def main() -> None:
     """Run the stages up to ``--stop-after``, then print the table and write results.json."""
     args = parse_args()
     scale = QUICK if args.quick else FULL
-    overrides = {"mle_updates": args.mle_updates, "finetune_updates": args.finetune_updates,
-                 "log_interval": args.log_interval}
+    overrides = {"mle_max_updates": args.mle_updates,
+                 "finetune_updates": args.finetune_updates, "log_interval": args.log_interval}
     scale = dataclasses.replace(scale, **{k: v for k, v in overrides.items() if v is not None})
     started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
-    for stale in ("logs", "translations", "mle_continued", "maligan", "results.json",
-                  *(() if "mle" in args.skip else ("mle",))):
-        path = args.out / stale
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    check_scale(args.out / "scale.json", scale)
     experiment = Experiment(args, scale)
     print(f"{args.mode} mode: data {args.data_dir}, output {args.out}, "
           f"{args.threads} threads", flush=True)
@@ -375,6 +411,7 @@ def main() -> None:
         experiment.train_maligan()
     rows = experiment.evaluate() if last >= 4 else []
     total = time.time() - started
+    pretraining = args.out / "mle" / "pretraining.json"
 
     results = {
         "mode": args.mode,
@@ -382,6 +419,7 @@ def main() -> None:
         "output_dir": str(args.out),
         "threads": args.threads,
         "scale": dataclasses.asdict(scale),
+        "pretraining": json.loads(pretraining.read_text()) if pretraining.exists() else None,
         "results": rows,
         "speed": {name: training_speed(experiment.stages, name)
                   for name in ("mle", "mle_continued", "maligan")},
@@ -391,6 +429,10 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if rows:
         print_table(rows)
+    if results["pretraining"]:
+        took = results["pretraining"]
+        print(f"MLE: {took['epochs']} epochs ({took['updates']} updates), best valid at "
+              f"epoch {took['best_epoch']} (update {took['best_updates']})")
     for name, speed in results["speed"].items():
         if speed:
             print(f"{name}: {speed['updates']} updates, fairseq ups {speed['fairseq_ups_mean']}, "

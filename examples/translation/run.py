@@ -218,7 +218,8 @@ class Experiment(Runner):
         ], s.mle_epochs, s.mle_patience, s.mle_max_epochs)
 
     def finetune_args(self, save_dir: Path) -> list[str]:
-        """What the two fine-tuning runs share: start, batches, updates, learning rate."""
+        """What the two fine-tuning runs share: start, batches, learning rate (their updates:
+        ``Runner.train_updates``)."""
         s = self.scale
         return [
             *self.common_args(save_dir), "--finetune-from-model", str(self.mle_checkpoint),

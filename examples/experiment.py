@@ -41,6 +41,7 @@ import torch
 import fairseq_maligan
 from fairseq_maligan.criterions import max_target_positions
 from fairseq_maligan.evaluation import (
+    beyond_baseline,
     detokenize,
     discriminator_score,
     evaluate_generator,
@@ -439,6 +440,99 @@ def paired_differences(values: Mapping[Any, Mapping[str, float]], baseline: str 
     return result
 
 
+def mean_spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for one value) over the seeds where the
+    value is defined (NLL-oracle is not when no sample has the oracle's length); ``n``
+    counts them."""
+    defined = [value for value in values if not math.isnan(value)]
+    if not defined:
+        return {"mean": math.nan, "std": math.nan, "n": 0}
+    return {"mean": statistics.fmean(defined),
+            "std": statistics.stdev(defined) if len(defined) > 1 else 0.0, "n": len(defined)}
+
+
+def seed_summary(per_seed: Mapping[Any, Mapping[str, Mapping[str, float]]],
+                 keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The tables of a multi-seed experiment from ``per_seed`` (seed -> model -> metric ->
+    value): per model and metric the :func:`mean_spread` over seeds (``mean``), and per
+    metric the :func:`paired_differences` from MLE (``paired_minus_mle``)."""
+    models = list(next(iter(per_seed.values())))
+    return {
+        "mean": {model: {key: mean_spread([per_seed[s][model][key] for s in per_seed])
+                         for key in keys} for model in models},
+        "paired_minus_mle": {key: paired_differences(
+            {s: {m: per_seed[s][m][key] for m in models} for s in per_seed}) for key in keys},
+    }
+
+
+def over_seeds(out: Path, seeds: Sequence[int], budget: Budget,
+               run_seed: Callable[[Path, int], dict[str, Any]],
+               keys: Sequence[str]) -> dict[str, Any]:
+    """Each seed's experiment in ``out/seed<N>``, run once and read back after
+    (:func:`cached_result`, so seeds can run in parallel), and the tables over them.
+
+    ``run_seed(directory, seed)`` runs one seed and returns ``scores`` (model -> metric
+    -> value), its temperature ``sweep``, its ``stages`` and ``seconds``. Returned: the
+    :func:`seed_summary` of ``keys``, every seed's MLE pretraining, format audits, the
+    sweep points beyond every temperature of MLE, scores, sweeps and stages.
+    """
+    per_seed = {seed: cached_result(out / f"seed{seed}" / "results.json", budget,
+                                    lambda seed=seed: run_seed(out / f"seed{seed}", seed))
+                for seed in seeds}
+    return {
+        "seeds": list(seeds),
+        **seed_summary({seed: result["scores"] for seed, result in per_seed.items()}, keys),
+        "pretraining": {seed: json.loads((out / f"seed{seed}" / "pretrained" /
+                                          "pretraining.json").read_text()) for seed in seeds},
+        "format_audit": [{"seed": seed, "method": stage["stage"], **stage["format_audit"]}
+                         for seed, result in per_seed.items() for stage in result["stages"]
+                         if "format_audit" in stage],
+        "beyond_mle_temperatures": {seed: beyond_baseline(result["sweep"], METHODS["mle"])
+                                    for seed, result in per_seed.items()},
+        "scores": {seed: result["scores"] for seed, result in per_seed.items()},
+        "sweeps": {seed: result["sweep"] for seed, result in per_seed.items()},
+        "stages": [{"seed": seed, **stage} for seed, result in per_seed.items()
+                   for stage in result["stages"]],
+        "seed_seconds": {seed: result["seconds"] for seed, result in per_seed.items()},
+    }
+
+
+def print_over_seeds(title: str, results: Mapping[str, Any], keys: Sequence[str],
+                     published: Mapping[str, Mapping[str, float]] | None = None) -> None:
+    """The tables of :func:`over_seeds`: mean +- std per model (and the published
+    figures), MLE pretraining, the differences from MLE per seed with their signs, the
+    format audit and the temperature sweeps' answer."""
+    names = {"pretrained": "MLE pretrained", **METHODS}
+
+    def cell(value: Mapping[str, float]) -> str:
+        return "-" if value["n"] == 0 else f"{value['mean']:.4f} +- {value['std']:.4f}"
+
+    records = [{"model": names[model], **{key: cell(row[key]) for key in keys}}
+               for model, row in results["mean"].items()]
+    records += [{"model": f"published: {name}", **{key: row.get(key) for key in keys}}
+                for name, row in (published or {}).items()]
+    print(f"\n{title}; mean +- std over seeds {results['seeds']}\n{format_table(records)}")
+    for seed, took in results["pretraining"].items():
+        print(f"seed {seed} MLE pretraining: {took['epochs']} epochs ({took['updates']} "
+              f"updates); best valid at epoch {took['best_epoch']}")
+    print("\nminus MLE on the same pretrained checkpoint, mean (seeds below / above 0):")
+    for method in METHODS:
+        if method != "mle":
+            print(f"{METHODS[method]:<14}" + "  ".join(
+                f"{key} {paired[method]['mean']:+.4f} ({paired[method]['below']}/"
+                f"{paired[method]['above']})"
+                for key, paired in results["paired_minus_mle"].items()))
+    print("\nformat audit at the end (EOS share real/fake, mean length real/fake, D acc):")
+    for row in results["format_audit"]:
+        print(f"seed {row['seed']} {METHODS[row['method']]:<14}" + " ".join(
+            f"{key.split('/')[-1]} {value:g}" for key, value in row.items()
+            if key not in ("seed", "method")))
+    for seed, found in results["beyond_mle_temperatures"].items():
+        for label, temperatures in found.items():
+            answer = f"yes, at T = {temperatures}" if temperatures else "no"
+            print(f"seed {seed}: {label} beyond every temperature of MLE: {answer}")
+
+
 def completed_epochs(state: Mapping[str, Any]) -> int:
     """The epochs a fairseq checkpoint had finished: its iterator state names the epoch
     to run next once an epoch is over (``iterations_in_epoch`` 0)."""
@@ -512,20 +606,29 @@ def cached_result(path: Path, budget: Budget, compute: Callable[[], dict[str, An
 
 
 def parse_mode(description: str, here: Path, quick: Budget, full: Budget,
-               **extra: dict[str, Any]) -> argparse.Namespace:
-    """``--quick``, ``--out`` (default ``<here>/output/<mode>``), ``--threads``, and
-    ``extra`` (option name -> ``add_argument`` keywords); sets ``args.mode`` and
-    ``args.budget``, and silences fairseq's INFO logging in this process."""
+               seeds: bool = False, **extra: dict[str, Any]) -> argparse.Namespace:
+    """``--quick``, ``--out`` (default ``<here>/output/<mode>``), ``--threads``, with
+    ``seeds`` ``--seeds`` (default 1 2 3, quick 1), and ``extra`` (option name ->
+    ``add_argument`` keywords); sets ``args.mode`` and ``args.budget``, and silences
+    fairseq's INFO logging in this process."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a tiny run of a minute or two")
     parser.add_argument("--out", type=Path, help="output directory (default: output/<mode>)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP/MKL threads of each fairseq process")
+    if seeds:
+        parser.add_argument(
+            "--seeds", type=int, nargs="+",
+            help="training and sampling seeds, each in <out>/seed<N> (default 1 2 3; quick: "
+                 "1); a seed whose results exist is not run again, so seeds can run in "
+                 "parallel and a final run with all of them aggregates")
     for name, options in extra.items():
         parser.add_argument(name, **options)
     args = parser.parse_args()
     args.mode = "quick" if args.quick else "full"
     args.budget = quick if args.quick else full
+    if seeds:
+        args.seeds = tuple(args.seeds or ((1,) if args.quick else (1, 2, 3)))
     logging.disable(logging.INFO)
     args.out = (args.out or here / "output" / args.mode).resolve()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -383,8 +383,8 @@ def temperature_sweep(
 
 
 def lower_is_better(metric: str) -> bool:
-    """NLLs and self-BLEU improve downwards, BLEU upwards."""
-    return not metric.startswith("bleu")
+    """NLLs and self-BLEU improve downwards, BLEU and a classifier's confidence upwards."""
+    return not metric.startswith(("bleu", "classifier"))
 
 
 def _placed(record: Mapping[str, Any]) -> bool:

@@ -313,6 +313,20 @@ def test_baseline_quality_at_a_diversity_by_hand():
     assert baseline_quality_at(turning, "MLE", 7.4) == pytest.approx(8.2)
 
 
+def test_classifier_confidence_improves_upwards():
+    """MNIST's sweep: quality is a classifier's confidence (higher is better), diversity
+    the test NLL (lower is better)."""
+    def point(name, temperature, confidence, nll):
+        return {"name": name, "temperature": temperature, "quality": confidence,
+                "diversity": nll, "quality_metric": "classifier_confidence",
+                "diversity_metric": "test_nll_per_image"}
+
+    sweep = [point("MLE", 0.7, 0.78, 34.0), point("MLE", 1.0, 0.76, 32.0),
+             point("GAN", 1.0, 0.80, 33.0), point("Worse", 1.0, 0.75, 33.0)]
+    assert beyond_baseline(sweep, "MLE") == {"GAN": [1.0], "Worse": []}
+    assert baseline_quality_at(sweep, "MLE", 33.0) == pytest.approx(0.77)
+
+
 def test_sweep_summary_reads_nested_sweeps(tmp_path):
     """One row per adversarial model of every sweep in the files, nested ones included."""
     def point(name, temperature, quality, diversity):

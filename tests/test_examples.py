@@ -27,6 +27,7 @@ from experiment import (
     format_audit,
     method_args,
     paired_differences,
+    seed_summary,
 )
 from fairseq.data import Dictionary
 
@@ -268,6 +269,18 @@ def test_paired_differences_by_hand():
     assert paired["other"]["differences"] == [0.5, 0.5]  # seed 2 undefined: left out
 
 
+def test_seed_summary_by_hand():
+    per_seed = {1: {"mle": {"nll": 5.0, "bleu": 0.2}, "gan": {"nll": 4.0, "bleu": 0.3}},
+                2: {"mle": {"nll": 7.0, "bleu": 0.4}, "gan": {"nll": 8.0, "bleu": math.nan}}}
+    summary = seed_summary(per_seed, ("nll", "bleu"))
+    assert summary["mean"]["mle"]["nll"] == {"mean": 6.0, "std": pytest.approx(math.sqrt(2)),
+                                             "n": 2}
+    assert summary["mean"]["gan"]["bleu"] == {"mean": 0.3, "std": 0.0, "n": 1}
+    assert summary["paired_minus_mle"]["nll"]["gan"]["differences"] == [-1.0, 1.0]
+    assert summary["paired_minus_mle"]["bleu"]["gan"]["differences"] == [pytest.approx(0.1)]
+    assert set(summary["paired_minus_mle"]["nll"]) == {"gan"}
+
+
 @pytest.mark.skipif(not (SHARED / "chinese-poems").is_dir(), reason="needs ../shared/data")
 def test_poems_quick(tmp_path):
     results = run_example("poems", tmp_path)
@@ -335,15 +348,25 @@ def test_transformer_lm_quick_adaptive(tmp_path):
 
 def test_mnist_quick(tmp_path):
     results = run_example("mnist", tmp_path)
-    check_runs(tmp_path, 6, results["stages"])
+    assert results["seeds"] == [1]
+    check_runs(tmp_path / "seed1", 6, results["stages"])
+    scores = results["scores"]["1"]
     for name in ("pretrained", *METHODS):
-        row = results["scores"][name]
+        row = scores[name]
         # 64 binary pixels, 7 row marks and EOS cost at least nothing and at most
         # 72 * ln(vocabulary).
         assert 0 < row["test_nll_per_image"] < 72 * math.log(8)
         assert 0 <= row["invalid"] <= 1
-        check_png(tmp_path / f"samples_{name}.png")
-    check_png(tmp_path / "sweep.png")
+        check_png(tmp_path / "seed1" / f"samples_{name}.png")
+        # One seed: its figures are the mean, with no spread.
+        assert results["mean"][name]["test_nll_per_image"] == {
+            "mean": row["test_nll_per_image"], "std": 0.0, "n": 1}
+    paired = results["paired_minus_mle"]["test_nll_per_image"]["maligan_full"]
+    assert paired["differences"] == [pytest.approx(
+        scores["maligan_full"]["test_nll_per_image"] - scores["mle"]["test_nll_per_image"])]
+    assert {row["method"] for row in results["format_audit"]} == set(METHODS) - {"mle"}
+    assert set(results["beyond_mle_temperatures"]["1"]) == set(METHODS.values()) - {"MLE"}
+    check_png(tmp_path / "seed1" / "sweep.png")
 
 
 def test_mnist_rows_to_images():

@@ -17,7 +17,6 @@ the seed changes the generator's initialisation, batches and samples. A seed who
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import statistics
@@ -47,8 +46,9 @@ from experiment import (  # noqa: E402
     LMExperiment,
     cached_result,
     interval_checkpoints,
-    paired_differences,
+    mean_spread,
     parse_mode,
+    seed_summary,
     write_results,
 )
 
@@ -71,9 +71,8 @@ FULL = Budget(mle_epochs=120, mle_patience=10, mle_max_epochs=200, mle_lr=0.01,
               prefix_decay_updates=25, disc_lr=1e-3, **FULL_DISCRIMINATOR, disc_dim=64,
               save_interval_updates=20, temperatures=(0.5, 0.6, 0.7, 0.85, 1.0, 1.2))
 # seqgan_samples: SeqGAN's generated_num = 10,000, drawn in whole batches of 64.
-DATA_SIZES = {"quick": dict(vocab=200, train=600, test=100, seeds=(1,), seqgan_samples=200),
-              "full": dict(vocab=5000, train=10000, test=1000, seeds=(1, 2, 3),
-                           seqgan_samples=9984)}
+DATA_SIZES = {"quick": dict(vocab=200, train=600, test=100, seqgan_samples=200),
+              "full": dict(vocab=5000, train=10000, test=1000, seqgan_samples=9984)}
 GENERATOR = ["--arch", "lstm_lm", "--decoder-embed-dim", "32", "--decoder-hidden-size", "32",
              "--decoder-out-embed-dim", "32"]
 
@@ -135,17 +134,6 @@ def curves(experiment: LMExperiment, checkpoints: dict[str, Path], oracle: Oracl
     return result
 
 
-def mean_spread(values: list[float]) -> dict:
-    """Mean and sample standard deviation (0 for one value) over the seeds where the
-    value is defined (NLL-oracle is not when no sample has the oracle's length); ``n``
-    counts them."""
-    defined = [value for value in values if not math.isnan(value)]
-    if not defined:
-        return {"mean": math.nan, "std": math.nan, "n": 0}
-    return {"mean": statistics.fmean(defined),
-            "std": statistics.stdev(defined) if len(defined) > 1 else 0.0, "n": len(defined)}
-
-
 def plot_curves(per_seed: dict[int, dict], path: Path) -> None:
     """NLL-oracle and NLL-test against updates, mean over seeds with a min-max band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -171,11 +159,9 @@ def plot_curves(per_seed: dict[int, dict], path: Path) -> None:
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, **{"--seeds": dict(
-        type=int, nargs="+", help="training seeds (default 1 2 3; quick: 1)")})
-    mode, budget, out = args.mode, args.budget, args.out
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, seeds=True)
+    mode, budget, out, seeds = args.mode, args.budget, args.out, args.seeds
     scale = DATA_SIZES[mode]
-    seeds = tuple(args.seeds or scale["seeds"])
     started = time.time()
 
     make_data(out / "raw", scale)
@@ -218,16 +204,11 @@ def main() -> None:
 
     start = {key: mean_spread([per_seed[s]["mle"][0][key] for s in seeds])
              for key in ("nll_oracle", "nll_test", "invalid")}
-    final = {method: {key: mean_spread([per_seed[s][method][-1][key] for s in seeds])
-                      for key in ("nll_oracle", "nll_test", "invalid")} for method in METHODS}
     last = {s: {m: {**per_seed[s][m][-1], "nll_oracle_fixed": fixed[s][m]} for m in METHODS}
             for s in seeds}
     start["nll_oracle_fixed"] = mean_spread([fixed[s]["pretrained"] for s in seeds])
-    for method in METHODS:
-        final[method]["nll_oracle_fixed"] = mean_spread([fixed[s][method] for s in seeds])
-    paired = {key: paired_differences({s: {m: last[s][m][key] for m in METHODS}
-                                       for s in seeds})
-              for key in ("nll_oracle_fixed", "nll_oracle", "nll_test")}
+    summary = seed_summary(last, ("nll_oracle_fixed", "nll_oracle", "nll_test", "invalid"))
+    final, paired = summary["mean"], summary["paired_minus_mle"]
     audit = {(stage["seed"], stage["stage"]): stage["format_audit"]
              for stage in stages if "format_audit" in stage}
     beyond = beyond_baseline(sweep, METHODS["mle"])

@@ -284,23 +284,24 @@ def test_seed_summary_by_hand():
 @pytest.mark.skipif(not (SHARED / "chinese-poems").is_dir(), reason="needs ../shared/data")
 def test_poems_quick(tmp_path):
     results = run_example("poems", tmp_path)
-    out = tmp_path / "poem5"
+    out = tmp_path / "poem5" / "seed1"
     check_runs(out, 6, results["poem5"]["stages"])
     splits = {s: (out / "raw" / f"{s}.txt").read_text().splitlines()
               for s in ("train", "valid", "test")}
     assert [len(v) for v in splits.values()] == [1700, 100, 200]  # 2,000 poems by i % 20
     assert all(len(line.split()) == 24 for lines in splits.values() for line in lines)
-    for name, row in results["poem5"]["scores"].items():
+    for name, row in results["poem5"]["scores"]["1"].items():
         assert 0 < row["bleu2"] < 1 and 0 < row["self_bleu2"] < 1, name
         assert 1 < row["test_ppl"] < 2000, name
+        assert results["poem5"]["mean"][name]["bleu2"]["mean"] == row["bleu2"]
     check_png(out / "sweep.png")
 
 
 @pytest.mark.skipif(not (SHARED / "texygen").is_dir(), reason="needs ../shared/data")
 def test_coco_quick(tmp_path):
     results = run_example("coco", tmp_path)
-    check_runs(tmp_path, 6, results["stages"])
-    for name, row in results["scores"].items():
+    check_runs(tmp_path / "seed1", 6, results["stages"])
+    for name, row in results["scores"]["1"].items():
         bleus = [row[f"bleu{n}"] for n in (2, 3, 4, 5)]
         assert all(0 < b < 1 for b in bleus), name
         assert bleus == sorted(bleus, reverse=True), name  # higher orders match less
@@ -308,7 +309,7 @@ def test_coco_quick(tmp_path):
         assert row["self_bleu_samples"] == 100  # min(Texygen's 500, the quick 100 samples)
     assert {"Texygen MLE", "Texygen SeqGAN", "Texygen MaliGAN"} == set(
         results["published_texygen"])
-    check_png(tmp_path / "sweep.png")
+    check_png(tmp_path / "seed1" / "sweep.png")
 
 
 @pytest.mark.skipif(not (SHARED / "ptb").is_dir(), reason="needs ../shared/data")
@@ -316,14 +317,16 @@ def test_ptb_quick_stock_eval_lm(tmp_path):
     from fairseq_maligan.evaluation import load_generator, nll_test
 
     results = run_example("ptb", tmp_path)
-    check_runs(tmp_path, 6, results["stages"])
+    out = tmp_path / "seed1"
+    check_runs(out, 6, results["stages"])
     assert all(len(line.split()) <= 35
-               for line in (tmp_path / "raw" / "train.txt").read_text().splitlines())
-    assert results["removed_over_35_words"]["train"] > 0
+               for line in (out / "raw" / "train.txt").read_text().splitlines())
+    stored = json.loads((out / "results.json").read_text())
+    assert stored["removed_over_35_words"]["train"] > 0
     # Stock fairseq-eval-lm's figure is the in-process NLL of the same checkpoint.
-    model, task = load_generator(str(tmp_path / "maligan_full" / "checkpoint_last.pt"),
-                                 str(tmp_path / "data-bin"))
-    stock = results["scores"]["maligan_full"]["test_ppl"]
+    model, task = load_generator(str(out / "maligan_full" / "checkpoint_last.pt"),
+                                 str(out / "data-bin"))
+    stock = results["scores"]["1"]["maligan_full"]["test_ppl"]
     assert stock == pytest.approx(math.exp(nll_test(model, task, "test")), rel=1e-3)
     assert "--user-dir" not in next(s["command"] for s in results["stages"]
                                     if s["stage"] == "eval_maligan_full_test")
@@ -335,15 +338,15 @@ def test_transformer_lm_quick_adaptive(tmp_path):
     with stock adaptive_loss, fine-tuned by every criterion, scored by stock
     fairseq-eval-lm (no --user-dir)."""
     results = run_example("transformer_lm", tmp_path)
-    check_runs(tmp_path, 6, results["stages"])
+    check_runs(tmp_path / "seed1", 6, results["stages"])
     commands = {s["stage"]: s["command"] for s in results["stages"]}
     for stage in ("pretrain_mle", "mle"):
         assert "--criterion adaptive_loss" in commands[stage]
     assert "--user-dir" not in commands["eval_maligan_full_test"]
-    assert results["pretraining"]["epochs"] == 2
+    assert results["pretraining"]["1"]["epochs"] == 2
     for name in ("pretrained", *METHODS):
-        assert 1 < results["scores"][name]["test_ppl"] < 3400  # below uniform over the vocab
-    check_png(tmp_path / "sweep.png")
+        assert 1 < results["scores"]["1"][name]["test_ppl"] < 3400  # below uniform over vocab
+    check_png(tmp_path / "seed1" / "sweep.png")
 
 
 def test_mnist_quick(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fairseq_maligan.errors import install_excepthook
 from fairseq_maligan.evaluation import read_references
@@ -27,8 +28,9 @@ from experiment import (  # noqa: E402
     FULL_DISCRIMINATOR,
     Budget,
     LMExperiment,
+    over_seeds,
     parse_mode,
-    print_results,
+    print_over_seeds,
     score_text,
     sweep_text,
     write_lines,
@@ -64,38 +66,43 @@ SELF_BLEU_SAMPLES = 500
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
-    budget = args.budget
-    started = time.time()
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, seeds=True)
+    budget, started = args.budget, time.time()
     train = read_references(str(DATA / "image_coco.txt"))
     test = read_references(str(DATA / "test_coco.txt"))
     if args.quick:
         train, test = train[:2000], test[:500]
-    raw = args.out / "raw"
-    write_lines(raw / "train.txt", [s for i, s in enumerate(train) if i % 20 != 19])
-    write_lines(raw / "valid.txt", [s for i, s in enumerate(train) if i % 20 == 19])
-    write_lines(raw / "test.txt", test)
-
     dim = "16" if args.quick else "32"
     generator = ["--arch", "lstm_lm", "--decoder-embed-dim", dim, "--decoder-hidden-size", dim,
                  "--decoder-out-embed-dim", dim]
-    experiment = LMExperiment(args.out, generator, budget, threads=args.threads,
-                              tokens_per_sample=MAX_LEN)
-    checkpoints = experiment.run_all(raw)
     self_bleu_samples = min(SELF_BLEU_SAMPLES, budget.eval_samples)
-    scores = score_text(experiment, checkpoints, raw / "test.txt", ORDERS, MAX_LEN,
-                        self_bleu_samples=self_bleu_samples)
-    sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_LEN,
-                       self_bleu_samples=self_bleu_samples)
+    keys = [f"bleu{n}" for n in ORDERS] + [f"self_bleu{n}" for n in ORDERS]
+
+    def run_seed(out: Path, seed: int) -> dict[str, Any]:
+        seed_started = time.time()
+        raw = out / "raw"
+        write_lines(raw / "train.txt", [s for i, s in enumerate(train) if i % 20 != 19])
+        write_lines(raw / "valid.txt", [s for i, s in enumerate(train) if i % 20 == 19])
+        write_lines(raw / "test.txt", test)
+        experiment = LMExperiment(out, generator, budget, seed=seed, threads=args.threads,
+                                  tokens_per_sample=MAX_LEN)
+        checkpoints = experiment.run_all(raw)
+        scores = score_text(experiment, checkpoints, raw / "test.txt", ORDERS, MAX_LEN,
+                            self_bleu_samples=self_bleu_samples)
+        sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_LEN,
+                           self_bleu_samples=self_bleu_samples)
+        return {"scores": scores, "sweep": sweep, "stages": experiment.stages,
+                "seconds": round(time.time() - seed_started, 1)}
+
+    results = over_seeds(args.out, args.seeds, budget, run_seed, keys)
     write_results(args.out / "results.json", {
-        "mode": args.mode, "budget": budget, "scores": scores, "sweep": sweep,
-        "published_texygen": PUBLISHED,
-        "stages": experiment.stages, "seconds": round(time.time() - started, 1),
+        "mode": args.mode, "budget": budget, **results, "published_texygen": PUBLISHED,
+        "seconds": round(time.time() - started, 1),
     })
-    print_results(f"BLEU-n against test_coco (higher is better) and self-BLEU-n (lower is "
-                  f"more diverse); {budget.updates} updates after MLE", scores,
-                  [f"bleu{n}" for n in ORDERS] + [f"self_bleu{n}" for n in ORDERS], PUBLISHED)
-    print(f"\nresults.json and sweep.png in {args.out}")
+    print_over_seeds(f"BLEU-n against test_coco (higher is better) and self-BLEU-n (lower is "
+                     f"more diverse); {budget.updates} generator updates after MLE", results,
+                     keys, PUBLISHED)
+    print(f"\nresults.json in {args.out}, sweep.png in its seed<N>/")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from fairseq_maligan.errors import install_excepthook
 
@@ -34,9 +35,9 @@ from experiment import (  # noqa: E402
     FULL_DISCRIMINATOR,
     Budget,
     LMExperiment,
-    cached_result,
+    over_seeds,
     parse_mode,
-    print_results,
+    print_over_seeds,
     score_text,
     sweep_text,
     write_lines,
@@ -92,22 +93,25 @@ def split(poems: list[str], raw: Path) -> None:
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, **{"--corpus": dict(
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, seeds=True, **{"--corpus": dict(
         choices=["poem5", "poem7", "both"], help="default: both (quick: poem5)")})
     corpora = ["poem5", "poem7"] if (args.corpus or ("poem5" if args.quick else "both")) \
         == "both" else [args.corpus or "poem5"]
     budget = args.budget
-    results = {"mode": args.mode, "budget": budget, "published": PUBLISHED}
+    keys = ("bleu2", "self_bleu2", "test_ppl")
+    results: dict[str, Any] = {"mode": args.mode, "budget": budget, "published": PUBLISHED}
     for corpus in corpora:
-        out = args.out / corpus
+        started = time.time()
+        poems = quatrains(corpus, 2000 if args.quick else None)
+        hidden = str(HIDDEN[corpus] if not args.quick else 16)
+        generator = ["--arch", "lstm_lm", "--decoder-embed-dim", hidden,
+                     "--decoder-hidden-size", hidden, "--decoder-out-embed-dim", hidden]
 
-        def run_corpus(corpus: str = corpus, out: Path = out) -> dict:
-            started = time.time()
-            split(quatrains(corpus, 2000 if args.quick else None), out / "raw")
-            hidden = str(HIDDEN[corpus] if not args.quick else 16)
-            generator = ["--arch", "lstm_lm", "--decoder-embed-dim", hidden,
-                         "--decoder-hidden-size", hidden, "--decoder-out-embed-dim", hidden]
-            experiment = LMExperiment(out, generator, budget, threads=args.threads,
+        def run_seed(out: Path, seed: int, corpus: str = corpus, poems: list[str] = poems,
+                     generator: list[str] = generator) -> dict[str, Any]:
+            seed_started = time.time()
+            split(poems, out / "raw")
+            experiment = LMExperiment(out, generator, budget, seed=seed, threads=args.threads,
                                       tokens_per_sample=LENGTH[corpus] + 1,
                                       discriminator=["--disc-layers", "2", "--disc-cell", "lstm"])
             checkpoints = experiment.run_all(out / "raw")
@@ -116,15 +120,16 @@ def main() -> None:
                                          max_len=LENGTH[corpus] + 1),
                     "sweep": sweep_text(experiment, checkpoints, references, order=2,
                                         max_len=LENGTH[corpus] + 1),
-                    "stages": experiment.stages, "seconds": round(time.time() - started, 1)}
+                    "stages": experiment.stages,
+                    "seconds": round(time.time() - seed_started, 1)}
 
-        results[corpus] = cached_result(out / "results.json", budget, run_corpus)
-        print_results(f"{corpus}: BLEU-2 (higher is better), self-BLEU-2, test perplexity "
-                      f"(base e, per token); {budget.updates} updates after MLE",
-                      results[corpus]["scores"], ("bleu2", "self_bleu2", "test_ppl"),
-                      PUBLISHED[corpus])
+        results[corpus] = {**over_seeds(args.out / corpus, args.seeds, budget, run_seed, keys),
+                           "seconds": round(time.time() - started, 1)}
+        print_over_seeds(f"{corpus}: BLEU-2 (higher is better), self-BLEU-2, test perplexity "
+                         f"(base e, per token); {budget.updates} generator updates after MLE",
+                         results[corpus], keys, PUBLISHED[corpus])
     write_results(args.out / "results.json", results)
-    print(f"\nresults.json and <corpus>/sweep.png in {args.out}")
+    print(f"\nresults.json in {args.out}, sweep.png in <corpus>/seed<N>/")
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ from experiment import (  # noqa: E402
     FULL_DISCRIMINATOR,
     Budget,
     LMExperiment,
+    over_seeds,
     parse_mode,
-    print_results,
+    print_over_seeds,
     score_text,
     sweep_text,
     write_lines,
@@ -70,36 +71,41 @@ def write_splits(raw: Path, quick: bool) -> dict[str, int]:
 
 
 def run(args: Namespace, generator: Sequence[str], **experiment_options: Any) -> None:
-    """PTB's splits, every method on them (``LMExperiment`` with ``experiment_options``),
-    stock perplexities, BLEU-4 and the sweep: ``results.json`` and a printed table."""
-    budget = args.budget
-    started = time.time()
-    raw = args.out / "raw"
-    removed = write_splits(raw, args.quick)
-    experiment = LMExperiment(args.out, generator, budget, threads=args.threads,
-                              tokens_per_sample=MAX_WORDS + 1, **experiment_options)
-    checkpoints = experiment.run_all(raw)
+    """PTB's splits, every method on them (``LMExperiment`` with ``experiment_options``)
+    for each seed, stock perplexities, BLEU-4 and the sweep: ``results.json`` (the tables
+    over seeds) and a printed table."""
+    budget, started = args.budget, time.time()
     splits = ("test",) if args.quick else ("valid", "test")
-    scores = score_text(experiment, checkpoints, raw / "test.txt", orders=(4,),
-                        max_len=MAX_WORDS + 1, splits=splits, stock_eval=True, tokenize="none")
-    sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_WORDS + 1,
-                       tokenize="none")
+    keys = [f"{s}_ppl" for s in splits] + ["bleu4", "self_bleu4"]
+
+    def run_seed(out: Path, seed: int) -> dict[str, Any]:
+        seed_started = time.time()
+        raw = out / "raw"
+        removed = write_splits(raw, args.quick)
+        experiment = LMExperiment(out, generator, budget, seed=seed, threads=args.threads,
+                                  tokens_per_sample=MAX_WORDS + 1, **experiment_options)
+        checkpoints = experiment.run_all(raw)
+        scores = score_text(experiment, checkpoints, raw / "test.txt", orders=(4,),
+                            max_len=MAX_WORDS + 1, splits=splits, stock_eval=True,
+                            tokenize="none")
+        sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4,
+                           max_len=MAX_WORDS + 1, tokenize="none")
+        return {"removed_over_35_words": removed, "scores": scores, "sweep": sweep,
+                "stages": experiment.stages, "seconds": round(time.time() - seed_started, 1)}
+
+    results = over_seeds(args.out, args.seeds, budget, run_seed, keys)
     write_results(args.out / "results.json", {
-        "mode": args.mode, "budget": budget, "removed_over_35_words": removed,
-        "pretraining": experiment.pretraining(), "scores": scores, "sweep": sweep,
-        "published": PUBLISHED, "stages": experiment.stages,
+        "mode": args.mode, "budget": budget, **results, "published": PUBLISHED,
         "seconds": round(time.time() - started, 1),
     })
-    print_results(f"perplexity (stock fairseq-eval-lm, base e, per token; lower is better); "
-                  f"{budget.updates} updates after MLE", scores,
-                  [f"{s}_ppl" for s in splits] + ["bleu4", "self_bleu4"], PUBLISHED)
-    print(f"\nMLE pretraining: {experiment.pretraining()}")
-    print(f"sentences over {MAX_WORDS} words removed: {removed}")
-    print(f"results.json and sweep.png in {args.out}")
+    print_over_seeds(f"perplexity (stock fairseq-eval-lm, base e, per token; lower is "
+                     f"better), BLEU-4 and self-BLEU-4; {budget.updates} generator updates "
+                     "after MLE", results, keys, PUBLISHED)
+    print(f"\nresults.json in {args.out}, sweep.png in its seed<N>/")
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, seeds=True)
     dim = "32" if args.quick else "200"
     run(args, ["--arch", "lstm_lm", "--decoder-embed-dim", dim, "--decoder-hidden-size", dim,
                "--decoder-out-embed-dim", dim, "--dropout", "0.2"])

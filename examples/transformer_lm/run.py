@@ -48,7 +48,7 @@ def generator_args(quick: bool) -> list[str]:
 
 
 def main() -> None:
-    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL)
+    args = parse_mode(__doc__.splitlines()[0], HERE, QUICK, FULL, seeds=True)
     warmup = "10" if args.quick else "1000"
     run(args, generator_args(args.quick), mle_criterion="adaptive_loss",
         pretrain_args=["--lr-scheduler", "inverse_sqrt", "--warmup-updates", warmup,

@@ -6,9 +6,9 @@ counting to 196 and keep a miscounted row from shifting the rest of the image). 
 mode: the first 8,000 / 1,000 / 1,000 images of the train / valid / test splits of the
 binarized MNIST of ``../shared/data/mnist`` (loaded with numpy, no pickle), max-pooled
 2x2 to 14x14 so that SeqGAN's rollouts (quadratic in the length) stay affordable on a
-CPU; quick mode: scikit-learn's bundled
-8x8 digits, thresholded at 8 of 16. Every method continues the same MLE checkpoint for
-the same number of updates (``examples/experiment.py``).
+CPU; quick mode: scikit-learn's bundled 8x8 digits, thresholded at 8 of 16. Every
+method continues the same MLE checkpoint for the same number of updates
+(``examples/experiment.py``).
 
 Reported per model: test NLL in nats per image (row marks and EOS included), the share
 of samples that are not exactly one image (side lines of side pixels), a PNG grid of 64
@@ -37,12 +37,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from fairseq_maligan.errors import install_excepthook
-from fairseq_maligan.evaluation import (
-    load_generator,
-    nll_test,
-    plot_sweep,
-    sample_rows,
-)
+from fairseq_maligan.evaluation import load_generator, nll_test, plot_sweep, sample_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
 from experiment import (  # noqa: E402

@@ -351,22 +351,9 @@ class LMExperiment(Runner):
             "--lr", str(budget.lr), "--finetune-from-model", pretrained, *keep,
         ], budget.fairseq_updates(method))
         if method != "mle":
-            self.stages[-1]["format_audit"] = {**format_audit(log),
-                                               **self.held_out_audit(method)}
+            self.stages[-1]["format_audit"] = {**format_audit(log), **held_out_audit(
+                save_dir / "checkpoint_last.pt", self.data, max_tokens, self.seed)}
         return save_dir
-
-    def held_out_audit(self, method: str) -> dict[str, float]:
-        """The loss and accuracy of the D that ``method``'s run ended with, on held-out
-        rows: the valid split against samples of the final generator (the training log's
-        accuracy is on training rows, which D may have memorised)."""
-        path = str(self.out / method / "checkpoint_last.pt")
-        generator, task = load_generator(path, str(self.data))
-        disc, sample_max_len = run_discriminator(path, generator, task)
-        max_tokens = self.budget.finetune_max_tokens or self.budget.max_tokens
-        loss, accuracy = discriminator_score(
-            disc, generator, task, "valid", max_tokens, self.seed,
-            sample_max_len or max_target_positions(task))
-        return {"disc/valid_loss": round(loss, 4), "disc/valid_acc": round(accuracy, 4)}
 
     def run_all(self, raw: Path, methods: Sequence[str] = tuple(METHODS)) -> dict[str, Path]:
         """Preprocess, pretrain, fine-tune every method: name -> final checkpoint.
@@ -400,6 +387,18 @@ class LMExperiment(Runner):
             sys.exit(f"{stage}: no perplexity in fairseq-eval-lm's output")
         loss2, perplexity = float(found.group(1)), float(found.group(2))
         return {"loss_base2": loss2, "perplexity": perplexity, "nll": loss2 * math.log(2)}
+
+
+def held_out_audit(checkpoint: Path, data: Path, max_tokens: int, seed: int
+                   ) -> dict[str, float]:
+    """The loss and accuracy of the D that an adversarial run ended with, on held-out
+    rows: the valid split against samples of the final generator (the training log's
+    accuracy is on training rows, which D may have memorised)."""
+    generator, task = load_generator(str(checkpoint), str(data))
+    disc, sample_max_len = run_discriminator(str(checkpoint), generator, task)
+    loss, accuracy = discriminator_score(disc, generator, task, "valid", max_tokens, seed,
+                                         sample_max_len or max_target_positions(task))
+    return {"disc/valid_loss": round(loss, 4), "disc/valid_acc": round(accuracy, 4)}
 
 
 AUDIT_KEYS = ("disc/acc_real", "disc/acc_fake", "sample/eos_real", "sample/eos_fake",
@@ -472,12 +471,18 @@ def over_seeds(out: Path, seeds: Sequence[int], budget: Budget,
     (:func:`cached_result`, so seeds can run in parallel), and the tables over them.
 
     ``run_seed(directory, seed)`` runs one seed and returns ``scores`` (model -> metric
-    -> value), its temperature ``sweep``, its ``stages`` and ``seconds``. Returned: the
-    :func:`seed_summary` of ``keys``, every seed's MLE pretraining, format audits, the
-    sweep points beyond every temperature of MLE, scores, sweeps and stages.
+    -> value), its temperature ``sweep`` and its ``stages``; the seconds it took are
+    stored beside them. Returned: the :func:`seed_summary` of ``keys``, every seed's MLE
+    pretraining, format audits, the sweep points beyond every temperature of MLE,
+    scores, sweeps, stages and seconds.
     """
+    def timed(seed: int) -> dict[str, Any]:
+        started = time.time()
+        result = run_seed(out / f"seed{seed}", seed)
+        return {**result, "seconds": round(time.time() - started, 1)}
+
     per_seed = {seed: cached_result(out / f"seed{seed}" / "results.json", budget,
-                                    lambda seed=seed: run_seed(out / f"seed{seed}", seed))
+                                    lambda seed=seed: timed(seed))
                 for seed in seeds}
     return {
         "seeds": list(seeds),
@@ -515,9 +520,16 @@ def print_over_seeds(title: str, results: Mapping[str, Any], keys: Sequence[str]
     for seed, took in results["pretraining"].items():
         print(f"seed {seed} MLE pretraining: {took['epochs']} epochs ({took['updates']} "
               f"updates); best valid at epoch {took['best_epoch']}")
+    print_comparisons(results)
+
+
+def print_comparisons(results: Mapping[str, Any]) -> None:
+    """The differences from MLE per seed with their signs (``paired_minus_mle``), the
+    ``format_audit`` and the sweeps' answer (``beyond_mle_temperatures``, seed ->
+    model -> temperatures), as :func:`over_seeds` returns them."""
     print("\nminus MLE on the same pretrained checkpoint, mean (seeds below / above 0):")
     for method in METHODS:
-        if method != "mle":
+        if method != "mle" and method in next(iter(results["paired_minus_mle"].values())):
             print(f"{METHODS[method]:<14}" + "  ".join(
                 f"{key} {paired[method]['mean']:+.4f} ({paired[method]['below']}/"
                 f"{paired[method]['above']})"

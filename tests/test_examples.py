@@ -397,26 +397,40 @@ def test_mnist_rows_to_images():
 
 @pytest.mark.skipif(not (SHARED / "multi30k").is_dir(), reason="needs ../shared/data/multi30k")
 def test_translation_quick_resumes_and_refuses_other_sizes(tmp_path):
-    """A second run in the same --out keeps every finished stage (no stage trains again,
-    every checkpoint is the same file); other sizes there are refused in one line."""
-    small = ["--mle-updates", "30", "--finetune-updates", "4"]
+    """Every method continues the same MLE start for its updates and is scored with its
+    bootstrap interval and sweep; a second run in the same --out keeps every finished
+    stage (no stage trains again, every checkpoint is the same file); other settings
+    there are refused in one line."""
+    small = ["--mle-updates", "30", "--finetune-updates", "4", "--methods", "mle",
+             "maligan_full"]
     first = run_example("translation", tmp_path, *small)
-    took = first["pretraining"]
+    took = first["pretraining"]["1"]
     assert took["updates"] == 30 and took["floor_epochs"] == 4
-    assert [r["finetune_updates"] for r in first["results"]] == [0, 4, 4]
-    checkpoints = [tmp_path / "mle" / "checkpoint_best.pt",
-                   *(tmp_path / stage / "checkpoint_last.pt"
-                     for stage in ("mle", "mle_continued", "maligan"))]
+    scores = first["scores"]["1"]
+    assert {name: row["updates"] for name, row in scores.items()} == {
+        "pretrained": 30, "mle": 4, "maligan_full": 4}
+    for row in scores.values():
+        low, high = row["bleu_ci"]
+        assert low <= row["bleu"] <= high or row["bleu"] == low == high == 0
+    assert {(r["name"], r["temperature"]) for r in first["sweeps"]["1"]} == {
+        ("MLE", 1.0), ("MaliGAN-full", 1.0)}
+    assert set(first["paired_minus_mle"]["bleu"]) == {"pretrained", "maligan_full"}
+    audit = {row["method"]: row for row in first["format_audit"]}
+    assert set(audit) == {"maligan_full"} and 0 <= audit["maligan_full"]["disc/valid_acc"] <= 1
+    seed = tmp_path / "seed1"
+    checkpoints = [seed / "pretrained" / "checkpoint_best.pt",
+                   *(seed / stage / "checkpoint_last.pt"
+                     for stage in ("pretrained", "mle", "maligan_full"))]
     before = [path.read_bytes() for path in checkpoints]
     second = run_example("translation", tmp_path, *small, "--stop-after", "finetune")
-    assert {s["stage"] for s in second["stages"] if not s.get("kept")} == set()
-    assert second["pretraining"] == took
+    assert [s["stage"] for s in second["stages"] if not s.get("kept")] == []
+    assert second["pretraining"]["1"] == took
     # fairseq-train resumed at --max-update would have made one update more
     assert [path.read_bytes() for path in checkpoints] == before
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "translation" / "run.py"), "--quick",
-         "--out", str(tmp_path), "--mle-updates", "31", "--finetune-updates", "4"],
+         "--out", str(tmp_path), *small[2:], "--mle-updates", "31"],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].endswith(
-        "holds a run with other sizes (mle_max_updates); remove it or choose another --out")
+        "holds a run with other settings (mle_max_updates); remove it or choose another --out")

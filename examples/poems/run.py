@@ -109,7 +109,6 @@ def main() -> None:
 
         def run_seed(out: Path, seed: int, corpus: str = corpus, poems: list[str] = poems,
                      generator: list[str] = generator) -> dict[str, Any]:
-            seed_started = time.time()
             split(poems, out / "raw")
             experiment = LMExperiment(out, generator, budget, seed=seed, threads=args.threads,
                                       tokens_per_sample=LENGTH[corpus] + 1,
@@ -120,8 +119,7 @@ def main() -> None:
                                          max_len=LENGTH[corpus] + 1),
                     "sweep": sweep_text(experiment, checkpoints, references, order=2,
                                         max_len=LENGTH[corpus] + 1),
-                    "stages": experiment.stages,
-                    "seconds": round(time.time() - seed_started, 1)}
+                    "stages": experiment.stages}
 
         results[corpus] = {**over_seeds(args.out / corpus, args.seeds, budget, run_seed, keys),
                            "seconds": round(time.time() - started, 1)}

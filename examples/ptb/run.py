@@ -79,7 +79,6 @@ def run(args: Namespace, generator: Sequence[str], **experiment_options: Any) ->
     keys = [f"{s}_ppl" for s in splits] + ["bleu4", "self_bleu4"]
 
     def run_seed(out: Path, seed: int) -> dict[str, Any]:
-        seed_started = time.time()
         raw = out / "raw"
         removed = write_splits(raw, args.quick)
         experiment = LMExperiment(out, generator, budget, seed=seed, threads=args.threads,
@@ -91,7 +90,7 @@ def run(args: Namespace, generator: Sequence[str], **experiment_options: Any) ->
         sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4,
                            max_len=MAX_WORDS + 1, tokenize="none")
         return {"removed_over_35_words": removed, "scores": scores, "sweep": sweep,
-                "stages": experiment.stages, "seconds": round(time.time() - seed_started, 1)}
+                "stages": experiment.stages}
 
     results = over_seeds(args.out, args.seeds, budget, run_seed, keys)
     write_results(args.out / "results.json", {

@@ -48,6 +48,7 @@ from experiment import (  # noqa: E402
     interval_checkpoints,
     mean_spread,
     parse_mode,
+    print_comparisons,
     seed_summary,
     write_results,
 )
@@ -209,8 +210,6 @@ def main() -> None:
     start["nll_oracle_fixed"] = mean_spread([fixed[s]["pretrained"] for s in seeds])
     summary = seed_summary(last, ("nll_oracle_fixed", "nll_oracle", "nll_test", "invalid"))
     final, paired = summary["mean"], summary["paired_minus_mle"]
-    audit = {(stage["seed"], stage["stage"]): stage["format_audit"]
-             for stage in stages if "format_audit" in stage}
     beyond = beyond_baseline(sweep, METHODS["mle"])
     plot_curves(per_seed, out / "curves.png")
     results = {
@@ -218,8 +217,8 @@ def main() -> None:
         "train_sequences": scale["train"], "oracle_nll_of_its_test_data": oracle_floor,
         "pretraining": pretraining, "seqgan_protocol_samples": scale["seqgan_samples"],
         "pretrained": start, "final": final, "paired_minus_mle": paired,
-        "format_audit": [{"seed": seed, "method": method, **values}
-                         for (seed, method), values in audit.items()],
+        "format_audit": [{"seed": stage["seed"], "method": stage["stage"],
+                          **stage["format_audit"]} for stage in stages if "format_audit" in stage],
         "beyond_mle_temperatures": beyond, "curves": per_seed, "sweep": sweep,
         "published_seqgan_table2": PUBLISHED, "stages": stages,
         "seconds": round(time.time() - started, 1),
@@ -243,19 +242,7 @@ def main() -> None:
         took = pretraining[seed]
         print(f"seed {seed} MLE pretraining: {took['epochs']} epochs ({took['updates']} "
               f"updates); best valid at update {took['best_updates']}")
-    print("\nminus MLE on the same pretrained checkpoint, per seed (seeds below / above 0):")
-    for method, label in METHODS.items():
-        if method != "mle":
-            print(f"{label:<16}" + "".join(
-                f"{key}: {row['mean']:+.3f} ({row['below']}/{row['above']})  "
-                for key, row in ((k, paired[k][method]) for k in paired)))
-    print("\nformat audit at the end (EOS share real/fake, mean length real/fake, D acc):")
-    for (seed, method), values in audit.items():
-        print(f"seed {seed} {METHODS[method]:<14}" + " ".join(
-            f"{key.split('/')[1]} {value:g}" for key, value in values.items()))
-    for label, temperatures in beyond.items():
-        answer = f"yes, at T = {temperatures}" if temperatures else "no"
-        print(f"{label} beyond every temperature of MLE (seed {seeds[0]}): {answer}")
+    print_comparisons({**results, "beyond_mle_temperatures": {seeds[0]: beyond}})
     print(f"\ntotal {results['seconds']:.0f} s; results, curves.png and sweep.png in {out}")
 
 

@@ -1,21 +1,24 @@
-"""English->German on Multi30k: an MLE transformer, then MLE continued versus MaliGAN.
+"""English->German on Multi30k: an MLE transformer, then MLE continued versus SeqGAN and MaliGAN.
 
 1. trains one joint sentencepiece model on train.en + train.de and encodes every split;
 2. binarises the pieces with ``fairseq-preprocess --joined-dictionary`` (en -> de);
-3. trains a small MLE ``transformer`` (label-smoothed cross-entropy, inverse_sqrt) to
-   convergence: a floor of epochs, then on until the valid loss stops improving;
-4. from its ``checkpoint_best.pt`` trains the same number of updates of (a) MLE
-   (``--finetune-from-model``, the fair baseline) and (b) ``maligan_mixed`` under the
-   ``maligan_translation`` task;
+3. for each seed (``--seeds``, each in ``<out>/seed<N>``) trains a small MLE
+   ``transformer`` (label-smoothed cross-entropy, inverse_sqrt) to convergence: a floor
+   of epochs, then on until the valid loss stops improving (``pretrained/``);
+4. from its ``checkpoint_best.pt`` trains the same number of updates of each method:
+   MLE continued (``--finetune-from-model``, the fair baseline), SeqGAN, MaliGAN-basic
+   and MaliGAN-full (``maligan_mixed``) under the ``maligan_translation`` task;
 5. translates test2016 with stock ``fairseq-generate`` (beam 5, no ``--user-dir``),
    decodes the hypotheses with sentencepiece and scores them with sacreBLEU against the
-   raw test2016.de;
-6. prints a table and writes ``results.json`` (commands, wall-clock times, scores).
+   raw test2016.de (with its bootstrap interval); samples two translations per sentence
+   at each temperature of the sweep (sampled BLEU against pairwise BLEU);
+6. prints the tables over seeds and writes ``results.json`` (commands, times, scores).
 
 A rerun with the same ``--out`` resumes: finished stages are kept (the sentencepiece
-pieces, ``data-bin``, MLE with its ``pretraining.json``) and every fairseq-train stage
-continues from its ``checkpoint_last.pt``; a rerun with other sizes than those in the
-directory's ``scale.json`` is refused.
+pieces, ``data-bin``, MLE with its ``pretraining.json``, a seed with its
+``results.json``) and every fairseq-train stage continues from its
+``checkpoint_last.pt``; a rerun with other sizes than those in the directory's
+``scale.json`` is refused.
 
     python examples/translation/run.py --quick   # a few minutes on 2 CPU cores
     python examples/translation/run.py           # the full experiment (see README.md)
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import re
 import shutil
 import sys
@@ -34,10 +38,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from fairseq import utils
+from fairseq.dataclass.configs import GenerationConfig
+
 from fairseq_maligan.errors import install_excepthook
+from fairseq_maligan.evaluation import load_generator, plot_sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
-from experiment import PLUGIN, Runner, checkpoint_updates, write_results  # noqa: E402
+from experiment import (  # noqa: E402
+    METHODS,
+    PLUGIN,
+    Runner,
+    checkpoint_updates,
+    format_audit,
+    held_out_audit,
+    over_seeds,
+    print_over_seeds,
+    write_results,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -45,6 +64,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "multi30k"
 SPLITS = {"train": "train", "valid": "val", "test": "test2016"}
 SOURCE, TARGET = "en", "de"
 STAGES = ("sentencepiece", "preprocess", "mle", "finetune", "evaluate")
+KEYS = ("bleu", "length_ratio")
+SWEEP_SAMPLES = 2  # translations sampled per test sentence at each temperature
 
 
 @dataclass(frozen=True)
@@ -67,11 +88,14 @@ class Scale:
     finetune_lr: float
     finetune_updates: int
     finetune_max_tokens: int
-    num_samples: int
+    num_samples: int  # m of MaliGAN
+    rollouts: int  # R of SeqGAN
     prefix_init: int
     disc_dim: int
+    temperatures: tuple[float, ...]  # of the sampling sweep
     log_interval: int
     mle_max_updates: int | None = None  # stop MLE after this many updates (timing runs)
+    methods: tuple[str, ...] = tuple(METHODS)  # continued from MLE, MLE among them
 
 
 QUICK = Scale(
@@ -79,28 +103,33 @@ QUICK = Scale(
     mle_lr=2e-3, mle_warmup=100, mle_epochs=4, mle_patience=0, mle_max_epochs=4,
     mle_max_tokens=2048,
     finetune_lr=1e-4, finetune_updates=40, finetune_max_tokens=1024,
-    num_samples=4, prefix_init=10, disc_dim=32, log_interval=20,
+    num_samples=4, rollouts=2, prefix_init=10, disc_dim=32, temperatures=(1.0,),
+    log_interval=20,
 )
 FULL = Scale(
     train_sentences=None, vocab=8000, layers=3, dim=256, ffn=512, heads=4, dropout=0.1,
     mle_lr=1e-3, mle_warmup=400, mle_epochs=10, mle_patience=3, mle_max_epochs=60,
     mle_max_tokens=4096,
     finetune_lr=1e-4, finetune_updates=200, finetune_max_tokens=2048,
-    num_samples=4, prefix_init=10, disc_dim=64, log_interval=50,
+    num_samples=4, rollouts=4, prefix_init=10, disc_dim=64,
+    temperatures=(0.7, 0.85, 1.0, 1.2), log_interval=50,
 )
 
 
 class Experiment(Runner):
-    """Runs the stages, records their commands and wall-clock times."""
+    """Runs the stages, records their commands and wall-clock times: the shared data in
+    ``--out`` (``seed`` None), or one seed's training and scoring in ``<out>/seed<N>``."""
 
-    def __init__(self, args: argparse.Namespace, scale: Scale) -> None:
-        super().__init__(args.out, args.threads)
+    def __init__(self, args: argparse.Namespace, scale: Scale, seed: int | None = None
+                 ) -> None:
+        super().__init__(args.out if seed is None else args.out / f"seed{seed}", args.threads)
         self.args = args
         self.scale = scale
+        self.seed = seed
         self.data_dir: Path = args.data_dir
-        self.pieces = self.out / "pieces"
-        self.spm_prefix = self.out / "spm" / "spm"
-        self.data_bin = self.out / "data-bin"
+        self.pieces = args.out / "pieces"
+        self.spm_prefix = args.out / "spm" / "spm"
+        self.data_bin = args.out / "data-bin"
 
     # -- 1. sentencepiece -------------------------------------------------------------
 
@@ -198,7 +227,7 @@ class Experiment(Runner):
         return [
             str(self.data_bin), "--user-dir", str(PLUGIN),
             "--source-lang", SOURCE, "--target-lang", TARGET, *self.model_args(),
-            "--cpu", "--num-workers", "0", "--seed", str(self.args.seed),
+            "--cpu", "--num-workers", "0", "--seed", str(self.seed),
             "--log-format", "simple", "--log-interval", str(self.scale.log_interval),
             "--no-epoch-checkpoints", "--save-dir", str(save_dir),
         ]
@@ -208,8 +237,8 @@ class Experiment(Runner):
         convergence (``Runner.to_convergence``)."""
         s = self.scale
         cap = ["--max-update", str(s.mle_max_updates)] if s.mle_max_updates else []
-        self.to_convergence("mle", self.out / "mle", [
-            *self.common_args(self.out / "mle"), "--task", "translation",
+        self.to_convergence("pretrain_mle", self.out / "pretrained", [
+            *self.common_args(self.out / "pretrained"), "--task", "translation",
             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--weight-decay", "0.0001",
             "--clip-norm", "1.0", "--lr", str(s.mle_lr), "--lr-scheduler", "inverse_sqrt",
@@ -217,47 +246,52 @@ class Experiment(Runner):
             "--max-tokens", str(s.mle_max_tokens), *cap,
         ], s.mle_epochs, s.mle_patience, s.mle_max_epochs)
 
-    def finetune_args(self, save_dir: Path) -> list[str]:
-        """What the two fine-tuning runs share: start, batches, learning rate (their updates:
-        ``Runner.train_updates``)."""
+    def method_args(self, method: str) -> list[str]:
+        """Task, criterion and optimiser of one method: the label-smoothed MLE baseline,
+        or an adversarial criterion with a conditional CNN discriminator (it reads the
+        source too) trained alone for the first 10 % of the updates."""
         s = self.scale
-        return [
-            *self.common_args(save_dir), "--finetune-from-model", str(self.mle_checkpoint),
-            "--max-tokens", str(s.finetune_max_tokens),
-            "--adam-betas", "(0.9, 0.98)", "--weight-decay", "0.0001", "--clip-norm", "1.0",
-            "--lr", str(s.finetune_lr), "--lr-scheduler", "fixed",
+        if method == "mle":
+            return ["--task", "translation", "--criterion", "label_smoothed_cross_entropy",
+                    "--label-smoothing", "0.1", "--optimizer", "adam"]
+        adversarial = [
+            "--task", "maligan_translation", "--eval-bleu-remove-bpe", "sentencepiece",
+            "--optimizer", "maligan_adam", "--disc-arch", "cnn_discriminator",
+            "--disc-embed-dim", str(s.disc_dim), "--disc-hidden-dim", str(s.disc_dim),
+            "--disc-lr", "1e-3", "--disc-warmup-updates", str(max(1, s.finetune_updates // 10)),
         ]
+        if method == "seqgan":
+            return [*adversarial, "--criterion", "seqgan", "--rollouts", str(s.rollouts)]
+        maligan = [*adversarial, "--criterion", "maligan_mixed",
+                   "--num-samples", str(s.num_samples), "--mle-weight", "1"]
+        if method == "maligan_basic":
+            return [*maligan, "--prefix-init", "0", "--prefix-decay", "0"]
+        decay_updates = max(1, s.finetune_updates // (s.prefix_init + 1))
+        return [*maligan, "--prefix-init", str(s.prefix_init), "--prefix-decay", "1",
+                "--prefix-decay-updates", str(decay_updates)]
 
     @property
     def mle_checkpoint(self) -> Path:
-        """The MLE start: both fine-tuning runs begin here, and it is scored too."""
-        return self.out / "mle" / "checkpoint_best.pt"
+        """The MLE start: every method begins here, and it is scored too."""
+        return self.out / "pretrained" / "checkpoint_best.pt"
 
-    def train_mle_continued(self) -> None:
-        """(a) MLE for the same number of updates: the fair baseline."""
-        save_dir = self.out / "mle_continued"
-        self.train_updates("mle_continued", save_dir, [
-            *self.finetune_args(save_dir), "--task", "translation",
-            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-            "--optimizer", "adam",
-        ], self.scale.finetune_updates)
-
-    def train_maligan(self) -> None:
-        """(b) maligan_mixed: N from prefix_init down to 0, D-only warm-up of 10 %."""
+    def finetune(self, method: str) -> Path:
+        """Continue the MLE start for the same updates, batches and learning rate (fresh
+        Adam, constant 1e-4) with ``method``; its final checkpoint. An adversarial run's
+        format audit (with its D's accuracy on held-out rows) goes into its stage."""
         s = self.scale
-        decay_updates = max(1, s.finetune_updates // (s.prefix_init + 1))
-        save_dir = self.out / "maligan"
-        self.train_updates("maligan", save_dir, [
-            *self.finetune_args(save_dir), "--task", "maligan_translation",
-            "--eval-bleu-remove-bpe", "sentencepiece",
-            "--criterion", "maligan_mixed", "--optimizer", "maligan_adam",
-            "--num-samples", str(s.num_samples), "--mle-weight", "1",
-            "--prefix-init", str(s.prefix_init), "--prefix-decay", "1",
-            "--prefix-decay-updates", str(decay_updates),
-            "--disc-arch", "cnn_discriminator", "--disc-embed-dim", str(s.disc_dim),
-            "--disc-hidden-dim", str(s.disc_dim), "--disc-lr", "1e-3",
-            "--disc-warmup-updates", str(max(1, s.finetune_updates // 10)),
+        save_dir = self.out / method
+        log = self.train_updates(method, save_dir, [
+            *self.common_args(save_dir), "--finetune-from-model", str(self.mle_checkpoint),
+            "--max-tokens", str(s.finetune_max_tokens),
+            "--adam-betas", "(0.9, 0.98)", "--weight-decay", "0.0001", "--clip-norm", "1.0",
+            "--lr", str(s.finetune_lr), "--lr-scheduler", "fixed", *self.method_args(method),
         ], s.finetune_updates)
+        checkpoint = save_dir / "checkpoint_last.pt"
+        if method != "mle":
+            self.stages[-1]["format_audit"] = {**format_audit(log), **held_out_audit(
+                checkpoint, self.data_bin, s.finetune_max_tokens, self.seed)}
+        return checkpoint
 
     # -- 5. evaluation ----------------------------------------------------------------
 
@@ -269,7 +303,7 @@ class Experiment(Runner):
         output = self.fairseq(f"generate_{name}", "generate", [
             str(self.data_bin), "--path", str(checkpoint), "--source-lang", SOURCE,
             "--target-lang", TARGET, "--gen-subset", "test", "--beam", "5",
-            "--max-tokens", "4096", "--cpu", "--num-workers", "0", "--seed", str(self.args.seed),
+            "--max-tokens", "4096", "--cpu", "--num-workers", "0", "--seed", str(self.seed),
         ], echo=False)
         hypotheses: dict[int, list[str]] = {}
         for line in output.splitlines():
@@ -287,31 +321,79 @@ class Experiment(Runner):
         )
         return detok
 
-    def evaluate(self) -> list[dict[str, Any]]:
-        """sacreBLEU of each model's test2016 translations against the raw references."""
+    def score(self, checkpoints: dict[str, Path]) -> dict[str, dict[str, Any]]:
+        """sacreBLEU of each model's test2016 translations (beam 5) against the raw
+        references, with sacreBLEU's 95 % bootstrap interval over the sentences and the
+        hypothesis / reference length ratio."""
         from sacrebleu.metrics import BLEU
 
         references = self.read_split("test", TARGET)
-        models = [
-            ("MLE (start)", "mle", self.mle_checkpoint),
-            ("MLE continued", "mle_continued", self.out / "mle_continued" / "checkpoint_last.pt"),
-            ("MaliGAN (maligan_mixed)", "maligan", self.out / "maligan" / "checkpoint_last.pt"),
-        ]
-        start_updates = checkpoint_updates(self.mle_checkpoint)
-        rows = []
-        for label, name, checkpoint in models:
-            hypotheses = self.translate(name, checkpoint)
+        scores = {}
+        for name, checkpoint in checkpoints.items():
             bleu = BLEU()
-            score = bleu.corpus_score(hypotheses, [references])
-            extra = 0 if name == "mle" else checkpoint_updates(checkpoint)
-            rows.append({
-                "model": label, "checkpoint": str(checkpoint),
-                "updates": f"{start_updates}" if name == "mle" else f"{start_updates}+{extra}",
-                "mle_updates": start_updates, "finetune_updates": extra,
-                "bleu": round(score.score, 2), "bleu_detail": str(score),
+            score = bleu.corpus_score(self.translate(name, checkpoint), [references],
+                                      n_bootstrap=1000)
+            scores[name] = {
+                "bleu": round(score.score, 2),
+                "bleu_ci": [round(score._mean - score._ci, 2), round(score._mean + score._ci, 2)],
+                "length_ratio": round(score.sys_len / score.ref_len, 4),
+                "updates": checkpoint_updates(checkpoint), "bleu_detail": str(score),
                 "signature": str(bleu.get_signature()),
-            })
-        return rows
+            }
+        return scores
+
+    def sample_translations(self, checkpoint: Path, temperature: float) -> list[list[str]]:
+        """``SWEEP_SAMPLES`` translations of every test sentence sampled at
+        ``temperature`` (fairseq's own sampling search), decoded; one list per draw."""
+        import sentencepiece as spm
+
+        model, task = load_generator(str(checkpoint), str(self.data_bin))
+        task.load_dataset("test")
+        generator = task.build_generator([model], GenerationConfig(
+            sampling=True, temperature=temperature, beam=SWEEP_SAMPLES, nbest=SWEEP_SAMPLES))
+        batches = task.get_batch_iterator(
+            task.dataset("test"), max_tokens=4096,
+            max_positions=utils.resolve_max_positions(task.max_positions(),
+                                                      model.max_positions()),
+        ).next_epoch_itr(shuffle=False)
+        processor = spm.SentencePieceProcessor(model_file=f"{self.spm_prefix}.model")
+        draws: list[dict[int, str]] = [{} for _ in range(SWEEP_SAMPLES)]
+        torch.manual_seed(self.seed)
+        with torch.no_grad():
+            for sample in batches:
+                for ident, hypotheses in zip(sample["id"].tolist(),
+                                             task.inference_step(generator, [model], sample)):
+                    for draw, hypothesis in zip(draws, hypotheses):
+                        pieces = task.target_dictionary.string(hypothesis["tokens"]).split()
+                        draw[ident] = processor.decode_pieces(
+                            [p for p in pieces if p != "<unk>"])
+        return [[draw[i] for i in range(len(draw))] for draw in draws]
+
+    def sweep(self, checkpoints: dict[str, Path]) -> list[dict[str, Any]]:
+        """Temperature sweep of every method: sampled translations' sacreBLEU against
+        the references (quality, the mean over the draws) and their pairwise BLEU (one
+        draw against the other, both ways: lower is more diverse), drawn to
+        ``sweep.png``."""
+        from sacrebleu.metrics import BLEU
+
+        references = self.read_split("test", TARGET)
+        records = []
+        for method in self.scale.methods:
+            for temperature in self.scale.temperatures:
+                first, second = self.sample_translations(checkpoints[method], temperature)
+                quality = [BLEU().corpus_score(draw, [references]).score
+                           for draw in (first, second)]
+                pairwise = [BLEU().corpus_score(a, [b]).score
+                            for a, b in ((first, second), (second, first))]
+                records.append({
+                    "name": METHODS[method], "temperature": temperature,
+                    "quality": sum(quality) / 2, "diversity": sum(pairwise) / 2,
+                    "quality_metric": "bleu_sampled", "diversity_metric": "pairwise_bleu",
+                })
+        plot_sweep(records, str(self.out / "sweep.png"),
+                   "sacreBLEU of sampled translations (higher: better quality)",
+                   "pairwise BLEU of two samples (lower: more diverse)")
+        return records
 
 
 def training_speed(stages: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -345,7 +427,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP_NUM_THREADS / MKL_NUM_THREADS of the fairseq processes "
                         "(default 1: see README.md)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", "--seed", type=int, nargs="+",
+                        help="training and sampling seeds, each in <out>/seed<N> (default "
+                        "1 2 3; quick: 1); a seed whose results.json exists is not run "
+                        "again, so seeds can run in parallel and a final run aggregates")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS),
+                        help="the methods continued from MLE (default: all four; MLE, the "
+                        "baseline, is always one)")
     parser.add_argument("--log-interval", type=int, help="override fairseq's --log-interval")
     parser.add_argument("--mle-updates", type=int,
                         help="stop MLE after this many updates (timing runs)")
@@ -357,88 +445,98 @@ def parse_args() -> argparse.Namespace:
                         help="do not run this stage: use its output in --out as it is "
                         "(repeatable; a rerun keeps finished stages anyway)")
     args = parser.parse_args()
+    if args.methods and "mle" not in args.methods:
+        parser.error("--methods: mle, the baseline every method is compared with, must be one")
+    logging.disable(logging.INFO)
     mode = "quick" if args.quick else "full"
     args.mode = mode
+    args.seeds = tuple(args.seeds or ((1,) if args.quick else (1, 2, 3)))
     args.out = (args.out or HERE / "output" / mode).resolve()
     args.data_dir = args.data_dir.resolve()
     return args
 
 
 def check_scale(path: Path, scale: Scale) -> None:
-    """Record the sizes of the run in ``--out``, or exit if an earlier run there used
-    others (resuming it with these would mix the two)."""
-    wanted = dataclasses.asdict(scale)
+    """Record the sizes and methods of the run in ``--out``, or exit if an earlier run
+    there used others (resuming it with these would mix the two)."""
+    wanted = json.loads(json.dumps(dataclasses.asdict(scale)))
     if path.exists():
         stored = json.loads(path.read_text())
         if stored != wanted:
             changed = sorted(k for k in wanted if stored.get(k) != wanted[k])
-            sys.exit(f"{path.parent} holds a run with other sizes ({', '.join(changed)}); "
+            sys.exit(f"{path.parent} holds a run with other settings ({', '.join(changed)}); "
                      "remove it or choose another --out")
     else:
         write_results(path, wanted)
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    """The results table: model, updates (MLE + fine-tuning), sacreBLEU."""
-    print(f"\n{'model':<26}{'updates':>12}{'sacreBLEU':>11}")
-    for row in rows:
-        print(f"{row['model']:<26}{row['updates']:>12}{row['bleu']:>11.2f}")
-    print(f"signature: {rows[0]['signature']}")
+def train_seed(experiment: Experiment, last: int) -> dict[str, Path]:
+    """One seed's MLE start and (with ``--stop-after`` finetune or later) every method
+    continued from it: name -> checkpoint."""
+    if "mle" not in experiment.args.skip:
+        experiment.train_mle()
+    checkpoints = {"pretrained": experiment.mle_checkpoint}
+    if last >= STAGES.index("finetune"):
+        checkpoints.update({method: experiment.finetune(method)
+                            for method in experiment.scale.methods})
+    return checkpoints
 
 
 def main() -> None:
-    """Run the stages up to ``--stop-after``, then print the table and write results.json."""
+    """Run the stages up to ``--stop-after``, then print the tables and write results.json."""
     args = parse_args()
     scale = QUICK if args.quick else FULL
     overrides = {"mle_max_updates": args.mle_updates,
-                 "finetune_updates": args.finetune_updates, "log_interval": args.log_interval}
+                 "finetune_updates": args.finetune_updates, "log_interval": args.log_interval,
+                 "methods": args.methods and tuple(args.methods)}
     scale = dataclasses.replace(scale, **{k: v for k, v in overrides.items() if v is not None})
     started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     check_scale(args.out / "scale.json", scale)
-    experiment = Experiment(args, scale)
-    print(f"{args.mode} mode: data {args.data_dir}, output {args.out}, "
-          f"{args.threads} threads", flush=True)
+    print(f"{args.mode} mode: data {args.data_dir}, output {args.out}, seeds "
+          f"{list(args.seeds)}, {args.threads} threads", flush=True)
 
     last = STAGES.index(args.stop_after)
+    shared = Experiment(args, scale)
     if "sentencepiece" not in args.skip:
-        experiment.sentencepiece()
+        shared.sentencepiece()
     if last >= 1 and "preprocess" not in args.skip:
-        experiment.preprocess()
-    if last >= 2 and "mle" not in args.skip:
-        experiment.train_mle()
-    if last >= 3:
-        experiment.train_mle_continued()
-        experiment.train_maligan()
-    rows = experiment.evaluate() if last >= 4 else []
-    total = time.time() - started
-    pretraining = args.out / "mle" / "pretraining.json"
+        shared.preprocess()
 
+    def run_seed(out: Path, seed: int) -> dict[str, Any]:
+        experiment = Experiment(args, scale, seed)
+        checkpoints = train_seed(experiment, last)
+        return {"scores": experiment.score(checkpoints), "sweep": experiment.sweep(checkpoints),
+                "stages": experiment.stages,
+                "speed": {name: training_speed(experiment.stages, name)
+                          for name in ("pretrain_mle", *scale.methods)}}
+
+    if last == STAGES.index("evaluate"):
+        per_seed = over_seeds(args.out, args.seeds, scale, run_seed, KEYS)
+    elif last >= STAGES.index("mle"):
+        stages = []
+        for seed in args.seeds:
+            experiment = Experiment(args, scale, seed)
+            train_seed(experiment, last)
+            stages += [{"seed": seed, **stage} for stage in experiment.stages]
+        per_seed = {"seeds": list(args.seeds), "stages": stages, "pretraining": {
+            seed: json.loads((args.out / f"seed{seed}" / "pretrained" / "pretraining.json")
+                             .read_text()) for seed in args.seeds}}
+    else:
+        per_seed = {}
     results = {
-        "mode": args.mode,
-        "data_dir": str(args.data_dir),
-        "output_dir": str(args.out),
-        "threads": args.threads,
-        "scale": dataclasses.asdict(scale),
-        "pretraining": json.loads(pretraining.read_text()) if pretraining.exists() else None,
-        "results": rows,
-        "speed": {name: training_speed(experiment.stages, name)
-                  for name in ("mle", "mle_continued", "maligan")},
-        "stages": experiment.stages,
-        "total_seconds": round(total, 1),
+        "mode": args.mode, "data_dir": str(args.data_dir), "output_dir": str(args.out),
+        "threads": args.threads, "scale": scale, "data_stages": shared.stages, **per_seed,
+        "total_seconds": round(time.time() - started, 1),
     }
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    if rows:
-        print_table(rows)
-    if results["pretraining"]:
-        took = results["pretraining"]
-        print(f"MLE: {took['epochs']} epochs ({took['updates']} updates), best valid at "
-              f"epoch {took['best_epoch']} (update {took['best_updates']})")
-    for name, speed in results["speed"].items():
-        if speed:
-            print(f"{name}: {speed['updates']} updates, fairseq ups {speed['fairseq_ups_mean']}, "
-                  f"{speed['updates_per_wall_second']} updates per wall-clock second")
-    print(f"\ntotal time {total:.0f} s; results in {args.out / 'results.json'}")
+    write_results(args.out / "results.json", results)
+    if "scores" in per_seed:
+        print_over_seeds(f"test2016 sacreBLEU (beam 5) and hypothesis/reference length; "
+                         f"{scale.finetune_updates} updates of each method after MLE",
+                         per_seed, KEYS)
+        print(f"signature: {per_seed['scores'][args.seeds[0]]['pretrained']['signature']}")
+    print(f"\ntotal time {results['total_seconds']:.0f} s; results in "
+          f"{args.out / 'results.json'}, sweep.png in seed<N>/")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -295,26 +296,34 @@ class Experiment(Runner):
 
     # -- 5. evaluation ----------------------------------------------------------------
 
+    @cached_property
+    def processor(self) -> Any:
+        """The trained sentencepiece model."""
+        import sentencepiece as spm
+
+        return spm.SentencePieceProcessor(model_file=f"{self.spm_prefix}.model")
+
+    def decode(self, text: str) -> str:
+        """Pieces (space-separated, as fairseq prints them) to text, ``<unk>`` dropped."""
+        return self.processor.decode_pieces([p for p in text.split() if p != "<unk>"])
+
     def translate(self, name: str, checkpoint: Path) -> list[str]:
         """Stock fairseq-generate (beam 5, no --user-dir); H- lines in the original order,
         decoded with sentencepiece."""
-        import sentencepiece as spm
-
         output = self.fairseq(f"generate_{name}", "generate", [
             str(self.data_bin), "--path", str(checkpoint), "--source-lang", SOURCE,
             "--target-lang", TARGET, "--gen-subset", "test", "--beam", "5",
             "--max-tokens", "4096", "--cpu", "--num-workers", "0", "--seed", str(self.seed),
         ], echo=False)
-        hypotheses: dict[int, list[str]] = {}
+        hypotheses: dict[int, str] = {}
         for line in output.splitlines():
             if line.startswith("H-"):
                 ident, _, text = line.split("\t", 2)
-                hypotheses[int(ident[2:])] = [p for p in text.split() if p != "<unk>"]
+                hypotheses[int(ident[2:])] = self.decode(text)
         count = len(self.read_split("test", TARGET))
         if sorted(hypotheses) != list(range(count)):
             sys.exit(f"fairseq-generate gave {len(hypotheses)} hypotheses for {count} sentences")
-        processor = spm.SentencePieceProcessor(model_file=f"{self.spm_prefix}.model")
-        detok = [processor.decode_pieces(hypotheses[i]) for i in range(count)]
+        detok = [hypotheses[i] for i in range(count)]
         (self.out / "translations").mkdir(exist_ok=True)
         (self.out / "translations" / f"{name}.de").write_text(
             "".join(line + "\n" for line in detok), encoding="utf-8"
@@ -345,8 +354,6 @@ class Experiment(Runner):
     def sample_translations(self, checkpoint: Path, temperature: float) -> list[list[str]]:
         """``SWEEP_SAMPLES`` translations of every test sentence sampled at
         ``temperature`` (fairseq's own sampling search), decoded; one list per draw."""
-        import sentencepiece as spm
-
         model, task = load_generator(str(checkpoint), str(self.data_bin))
         task.load_dataset("test")
         generator = task.build_generator([model], GenerationConfig(
@@ -356,7 +363,6 @@ class Experiment(Runner):
             max_positions=utils.resolve_max_positions(task.max_positions(),
                                                       model.max_positions()),
         ).next_epoch_itr(shuffle=False)
-        processor = spm.SentencePieceProcessor(model_file=f"{self.spm_prefix}.model")
         draws: list[dict[int, str]] = [{} for _ in range(SWEEP_SAMPLES)]
         torch.manual_seed(self.seed)
         with torch.no_grad():
@@ -364,9 +370,8 @@ class Experiment(Runner):
                 for ident, hypotheses in zip(sample["id"].tolist(),
                                              task.inference_step(generator, [model], sample)):
                     for draw, hypothesis in zip(draws, hypotheses):
-                        pieces = task.target_dictionary.string(hypothesis["tokens"]).split()
-                        draw[ident] = processor.decode_pieces(
-                            [p for p in pieces if p != "<unk>"])
+                        draw[ident] = self.decode(
+                            task.target_dictionary.string(hypothesis["tokens"]))
         return [[draw[i] for i in range(len(draw))] for draw in draws]
 
     def sweep(self, checkpoints: dict[str, Path]) -> list[dict[str, Any]]:

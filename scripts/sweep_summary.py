@@ -35,7 +35,11 @@ def find_sweeps(value: Any, where: str) -> Iterator[tuple[str, list[dict[str, An
         yield where, value
     elif isinstance(value, dict):
         for key, inner in value.items():
-            yield from find_sweeps(inner, f"{where}/{key}" if key != "sweep" else where)
+            if key == "sweeps" and isinstance(inner, dict):  # seed -> sweep (over_seeds)
+                for seed, records in inner.items():
+                    yield from find_sweeps(records, f"{where}/seed{seed}")
+            else:
+                yield from find_sweeps(inner, f"{where}/{key}" if key != "sweep" else where)
 
 
 def summary_rows(records: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:

@@ -339,12 +339,15 @@ def test_sweep_summary_reads_nested_sweeps(tmp_path):
              point("Other", 1.0, 0.20, 0.45)]
     results = tmp_path / "poems" / "results" / "results.json"
     results.parent.mkdir(parents=True)
-    results.write_text(json.dumps({"poem5": {"sweep": sweep}, "budget": {"updates": 1}}))
+    results.write_text(json.dumps({"poem5": {"sweep": sweep}, "budget": {"updates": 1},
+                                   "poem7": {"sweeps": {"2": sweep[:3]}}}))
     lines = run_script("sweep_summary.py", [str(results)]).stdout.splitlines()
-    rows = [line for line in lines if line.startswith("| poems/poem5 |")]
+    rows = [line for line in lines if line.startswith("| poems/poem")]
     # MLE at self-BLEU-4 0.45 (halfway between its two points) has BLEU-4 0.225.
     assert rows == [
         "| poems/poem5 | bleu4 / self_bleu4 | GAN | 0.250 / 0.450 | 0.210..0.290 | 0.225 "
         "| yes, T = 1.0 |",
         "| poems/poem5 | bleu4 / self_bleu4 | Other | 0.200 / 0.450 | - | 0.225 | no |",
+        "| poems/poem7/seed2 | bleu4 / self_bleu4 | GAN | 0.250 / 0.450 | 0.210..0.290 | 0.225 "
+        "| yes, T = 1.0 |",
     ]

@@ -616,8 +616,13 @@ def measure_update_memory(gen: Generator, crit: Any, spec: dict, device: torch.d
 
 
 def run_memory_children(specs: list[dict]) -> list[dict]:
-    """Each spec's ``memory_child`` in its own fresh interpreter (run side by side)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    """Each spec's ``memory_child`` in its own fresh interpreter (run side by side).
+
+    glibc's malloc is told to hand freed blocks back at once (mmap above 64 KiB, no trim
+    threshold): otherwise an update can reuse heap freed while the model was built, and
+    a small update's peak reads as zero above the RSS before it."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "65536",
+           "MALLOC_TRIM_THRESHOLD_": "0"}
     procs = [
         subprocess.Popen([sys.executable, __file__, "--memory-child", json.dumps(spec)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

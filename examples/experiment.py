@@ -487,11 +487,9 @@ def over_seeds(out: Path, seeds: Sequence[int], budget: Budget,
     return {
         "seeds": list(seeds),
         **seed_summary({seed: result["scores"] for seed, result in per_seed.items()}, keys),
-        "pretraining": {seed: json.loads((out / f"seed{seed}" / "pretrained" /
-                                          "pretraining.json").read_text()) for seed in seeds},
-        "format_audit": [{"seed": seed, "method": stage["stage"], **stage["format_audit"]}
-                         for seed, result in per_seed.items() for stage in result["stages"]
-                         if "format_audit" in stage],
+        "pretraining": seed_pretraining(out, seeds),
+        "format_audit": audit_rows([{"seed": seed, **stage} for seed, result in per_seed.items()
+                                    for stage in result["stages"]]),
         "beyond_mle_temperatures": {seed: beyond_baseline(result["sweep"], METHODS["mle"])
                                     for seed, result in per_seed.items()},
         "scores": {seed: result["scores"] for seed, result in per_seed.items()},
@@ -500,6 +498,19 @@ def over_seeds(out: Path, seeds: Sequence[int], budget: Budget,
                    for stage in result["stages"]],
         "seed_seconds": {seed: result["seconds"] for seed, result in per_seed.items()},
     }
+
+
+def seed_pretraining(out: Path, seeds: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Seed -> what its MLE pretraining took (``out/seed<N>/pretrained/pretraining.json``)."""
+    return {seed: json.loads((out / f"seed{seed}" / "pretrained" / "pretraining.json")
+                             .read_text()) for seed in seeds}
+
+
+def audit_rows(stages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row (seed, method, audit values) per stage (with its ``seed``) that has a
+    format audit."""
+    return [{"seed": stage["seed"], "method": stage["stage"], **stage["format_audit"]}
+            for stage in stages if "format_audit" in stage]
 
 
 def print_over_seeds(title: str, results: Mapping[str, Any], keys: Sequence[str],

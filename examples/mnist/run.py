@@ -176,7 +176,7 @@ def run_seed(out: Path, seed: int, args: argparse.Namespace, splits: dict[str, n
     plot_sweep(sweep, str(out / "sweep.png"),
                "classifier confidence of the samples (higher: more digit-like)",
                "test NLL (nats/image; lower: better coverage)")
-    return {"side": side, "scores": scores, "sweep": sweep, "stages": experiment.stages}
+    return {"scores": scores, "sweep": sweep, "stages": experiment.stages}
 
 
 def main() -> None:

@@ -56,6 +56,7 @@ from experiment import (  # noqa: E402
     held_out_audit,
     over_seeds,
     print_over_seeds,
+    seed_pretraining,
     write_results,
 )
 
@@ -524,9 +525,8 @@ def main() -> None:
             experiment = Experiment(args, scale, seed)
             train_seed(experiment, last)
             stages += [{"seed": seed, **stage} for stage in experiment.stages]
-        per_seed = {"seeds": list(args.seeds), "stages": stages, "pretraining": {
-            seed: json.loads((args.out / f"seed{seed}" / "pretrained" / "pretraining.json")
-                             .read_text()) for seed in args.seeds}}
+        per_seed = {"seeds": list(args.seeds), "stages": stages,
+                    "pretraining": seed_pretraining(args.out, args.seeds)}
     else:
         per_seed = {}
     results = {

@@ -172,10 +172,9 @@ class Experiment(Runner):
             num_threads=self.args.threads, minloglevel=2,
         )
         spm.SentencePieceTrainer.train(**options)
-        processor = spm.SentencePieceProcessor(model_file=f"{self.spm_prefix}.model")
         for split in SPLITS:
             for lang in (SOURCE, TARGET):
-                encoded = processor.encode(self.read_split(split, lang), out_type=str)
+                encoded = self.processor.encode(self.read_split(split, lang), out_type=str)
                 (self.pieces / f"{split}.{lang}").write_text(
                     "".join(" ".join(pieces) + "\n" for pieces in encoded), encoding="utf-8"
                 )
@@ -352,11 +351,10 @@ class Experiment(Runner):
             }
         return scores
 
-    def sample_translations(self, checkpoint: Path, temperature: float) -> list[list[str]]:
+    def sample_translations(self, model: torch.nn.Module, task: Any, temperature: float
+                            ) -> list[list[str]]:
         """``SWEEP_SAMPLES`` translations of every test sentence sampled at
         ``temperature`` (fairseq's own sampling search), decoded; one list per draw."""
-        model, task = load_generator(str(checkpoint), str(self.data_bin))
-        task.load_dataset("test")
         generator = task.build_generator([model], GenerationConfig(
             sampling=True, temperature=temperature, beam=SWEEP_SAMPLES, nbest=SWEEP_SAMPLES))
         batches = task.get_batch_iterator(
@@ -385,8 +383,10 @@ class Experiment(Runner):
         references = self.read_split("test", TARGET)
         records = []
         for method in self.scale.methods:
+            model, task = load_generator(str(checkpoints[method]), str(self.data_bin))
+            task.load_dataset("test")
             for temperature in self.scale.temperatures:
-                first, second = self.sample_translations(checkpoints[method], temperature)
+                first, second = self.sample_translations(model, task, temperature)
                 quality = [BLEU().corpus_score(draw, [references]).score
                            for draw in (first, second)]
                 pairwise = [BLEU().corpus_score(a, [b]).score

@@ -48,6 +48,7 @@ from fairseq_maligan.evaluation import (
     format_table,
     load_generator,
     nll_test,
+    past_baseline_range,
     plot_sweep,
     read_references,
     run_discriminator,
@@ -492,6 +493,8 @@ def over_seeds(out: Path, seeds: Sequence[int], budget: Budget,
                                     for stage in result["stages"]]),
         "beyond_mle_temperatures": {seed: beyond_baseline(result["sweep"], METHODS["mle"])
                                     for seed, result in per_seed.items()},
+        "past_mle_range": {seed: past_baseline_range(result["sweep"], METHODS["mle"])
+                           for seed, result in per_seed.items()},
         "scores": {seed: result["scores"] for seed, result in per_seed.items()},
         "sweeps": {seed: result["sweep"] for seed, result in per_seed.items()},
         "stages": [{"seed": seed, **stage} for seed, result in per_seed.items()
@@ -536,8 +539,9 @@ def print_over_seeds(title: str, results: Mapping[str, Any], keys: Sequence[str]
 
 def print_comparisons(results: Mapping[str, Any]) -> None:
     """The differences from MLE per seed with their signs (``paired_minus_mle``), the
-    ``format_audit`` and the sweeps' answer (``beyond_mle_temperatures``, seed ->
-    model -> temperatures), as :func:`over_seeds` returns them."""
+    ``format_audit`` and the sweeps' answer (``beyond_mle_temperatures`` and, of those,
+    ``past_mle_range``, seed -> model -> temperatures), as :func:`over_seeds` returns
+    them."""
     print("\nminus MLE on the same pretrained checkpoint, mean (seeds below / above 0):")
     for method in METHODS:
         if method != "mle" and method in next(iter(results["paired_minus_mle"].values())):
@@ -552,7 +556,11 @@ def print_comparisons(results: Mapping[str, Any]) -> None:
             if key not in ("seed", "method")))
     for seed, found in results["beyond_mle_temperatures"].items():
         for label, temperatures in found.items():
-            answer = f"yes, at T = {temperatures}" if temperatures else "no"
+            past = results["past_mle_range"][seed][label]
+            inside = [t for t in temperatures if t not in past]
+            answer = f"yes, at T = {inside}" if inside else "no"
+            if past:
+                answer += f" (past MLE's swept diversity, not counted: T = {past})"
             print(f"seed {seed}: {label} beyond every temperature of MLE: {answer}")
 
 

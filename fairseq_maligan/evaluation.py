@@ -440,6 +440,22 @@ def beyond_baseline(records: Sequence[Mapping[str, Any]], baseline: str) -> dict
     return beyond
 
 
+def past_baseline_range(records: Sequence[Mapping[str, Any]], baseline: str) -> dict[str, list]:
+    """Of each model's points beyond ``baseline`` (:func:`beyond_baseline`), those whose
+    diversity lies outside the range the baseline's swept temperatures span.
+
+    Those are not evidence of a gain: a temperature of the baseline outside the sweep may
+    reach them. A beyond point inside that range beats the baseline's curve at equal
+    diversity. Returns name -> temperatures (empty when none is past the range).
+    """
+    spanned = [r["diversity"] for r in records if r["name"] == baseline and _placed(r)]
+    low, high = (min(spanned), max(spanned)) if spanned else (math.inf, -math.inf)
+    beyond = beyond_baseline(records, baseline)
+    return {name: [r["temperature"] for r in records if r["name"] == name
+                   and r["temperature"] in temperatures and not low <= r["diversity"] <= high]
+            for name, temperatures in beyond.items()}
+
+
 def baseline_quality_at(records: Sequence[Mapping[str, Any]], baseline: str,
                         diversity: float) -> float:
     """The quality of ``baseline`` at ``diversity``: its sweep points joined by straight

@@ -7,7 +7,9 @@ every model other than the baseline: its point at T = 1 (with the 95 % bootstrap
 interval of its quality where the sweep recorded one), the baseline's quality at the
 same diversity (its sweep points joined by straight lines; "-" outside the swept
 temperatures), and the temperatures at which the model is beyond the baseline
-(``evaluation.beyond_baseline``).
+(``evaluation.beyond_baseline``), apart from those past the diversity the baseline's
+temperatures span (``evaluation.past_baseline_range``), which a temperature outside the
+sweep may reach and which therefore do not count.
 
     python scripts/sweep_summary.py examples/*/results/results.json [--baseline MLE]
 """
@@ -22,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from fairseq_maligan.errors import ConfigError, existing_file, install_excepthook
-from fairseq_maligan.evaluation import baseline_quality_at, beyond_baseline
+from fairseq_maligan.evaluation import (
+    baseline_quality_at,
+    beyond_baseline,
+    past_baseline_range,
+)
 
 SWEEP_KEYS = {"name", "temperature", "quality", "diversity", "quality_metric",
               "diversity_metric"}
@@ -43,8 +49,10 @@ def find_sweeps(value: Any, where: str) -> Iterator[tuple[str, list[dict[str, An
 
 
 def summary_rows(records: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
-    """Per model other than ``baseline``: its T = 1 point, the baseline there, beyond."""
+    """Per model other than ``baseline``: its T = 1 point, the baseline there, the
+    temperatures beyond inside the baseline's range and those past it."""
     beyond = beyond_baseline(records, baseline)
+    past = past_baseline_range(records, baseline)
     rows = []
     for name, temperatures in beyond.items():
         at_one = next((r for r in records if r["name"] == name and r["temperature"] == 1.0),
@@ -57,7 +65,8 @@ def summary_rows(records: list[dict[str, Any]], baseline: str) -> list[dict[str,
             "quality_ci": interval,
             "baseline_quality": baseline_quality_at(records, baseline, diversity)
             if math.isfinite(diversity) else math.nan,
-            "beyond": temperatures,
+            "beyond": [t for t in temperatures if t not in past[name]],
+            "past_range": past[name],
         })
     return rows
 
@@ -84,6 +93,8 @@ def main() -> None:
             for row in summary_rows(records, args.baseline):
                 answer = f"yes, T = {', '.join(map(str, row['beyond']))}" if row["beyond"] \
                     else "no"
+                if row["past_range"]:
+                    answer += f" (past its range: T = {', '.join(map(str, row['past_range']))})"
                 interval = row["quality_ci"]
                 spread = f"{cell(interval[0])}..{cell(interval[1])}" if interval else "-"
                 print(f"| {label} | {axes} | {row['model']} | {cell(row['quality'])} / "

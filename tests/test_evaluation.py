@@ -22,6 +22,7 @@ from fairseq_maligan.evaluation import (
     load_generator,
     nll_oracle,
     nll_test,
+    past_baseline_range,
     sample_rows,
 )
 from fairseq_maligan.metrics import ReferenceBLEU, self_bleu
@@ -288,6 +289,11 @@ def test_beyond_baseline_joins_neighbouring_temperatures():
     beyond_range = point("GAN", 1.5, 10.0, 6.9)  # more diverse than any MLE temperature
     records = [*mle, on_line, behind, ahead, beyond_range]
     assert beyond_baseline(records, "MLE") == {"GAN": [1.0, 1.5]}
+    # Only the point inside MLE's swept diversity (7.0..7.5) beats its curve; the other
+    # is past the range, where a hotter MLE may reach it.
+    assert past_baseline_range(records, "MLE") == {"GAN": [1.5]}
+    less_diverse = point("GAN", 0.5, 7.5, 7.8)  # beyond, and less diverse than MLE at 0.7
+    assert past_baseline_range([*mle, ahead, less_diverse], "MLE") == {"GAN": [0.5]}
     # Between T = 1.0 and 1.2 MLE's diversity stays 7.0: (9.3, 7.0) is on that segment.
     assert beyond_baseline([*mle, point("GAN", 1.1, 9.3, 7.0)], "MLE") == {"GAN": []}
     # A segment next to a temperature without a valid value is not drawn.

@@ -238,6 +238,7 @@ def test_synthetic_oracle_quick(tmp_path):
     assert all(0 <= audit[m]["disc/valid_acc"] <= 1 and audit[m]["disc/valid_loss"] > 0
                for m in audit)
     assert set(results["beyond_mle_temperatures"]) == set(METHODS.values()) - {"MLE"}
+    assert set(results["past_mle_range"]) == set(METHODS.values()) - {"MLE"}
     check_png(tmp_path / "curves.png")
     check_png(tmp_path / "sweep.png")
 
@@ -369,6 +370,7 @@ def test_mnist_quick(tmp_path):
         scores["maligan_full"]["test_nll_per_image"] - scores["mle"]["test_nll_per_image"])]
     assert {row["method"] for row in results["format_audit"]} == set(METHODS) - {"mle"}
     assert set(results["beyond_mle_temperatures"]["1"]) == set(METHODS.values()) - {"MLE"}
+    assert set(results["past_mle_range"]["1"]) == set(METHODS.values()) - {"MLE"}
     check_png(tmp_path / "seed1" / "sweep.png")
 
 

@@ -34,6 +34,7 @@ from fairseq_maligan.evaluation import (
     fixed_length_rows,
     load_generator,
     nll_oracle,
+    past_baseline_range,
     plot_sweep,
     temperature_sweep,
 )
@@ -212,6 +213,7 @@ def main() -> None:
     summary = seed_summary(last, ("nll_oracle_fixed", "nll_oracle", "nll_test", "invalid"))
     final, paired = summary["mean"], summary["paired_minus_mle"]
     beyond = beyond_baseline(sweep, METHODS["mle"])
+    past = past_baseline_range(sweep, METHODS["mle"])
     plot_curves(per_seed, out / "curves.png")
     results = {
         "mode": mode, "seeds": seeds, "budget": budget, "vocab": scale["vocab"],
@@ -219,7 +221,8 @@ def main() -> None:
         "pretraining": pretraining, "seqgan_protocol_samples": scale["seqgan_samples"],
         "pretrained": start, "final": final, "paired_minus_mle": paired,
         "format_audit": audit_rows(stages),
-        "beyond_mle_temperatures": beyond, "curves": per_seed, "sweep": sweep,
+        "beyond_mle_temperatures": beyond, "past_mle_range": past, "curves": per_seed,
+        "sweep": sweep,
         "published_seqgan_table2": PUBLISHED, "stages": stages,
         "seconds": round(time.time() - started, 1),
     }
@@ -242,7 +245,8 @@ def main() -> None:
         took = pretraining[seed]
         print(f"seed {seed} MLE pretraining: {took['epochs']} epochs ({took['updates']} "
               f"updates); best valid at update {took['best_updates']}")
-    print_comparisons({**results, "beyond_mle_temperatures": {seeds[0]: beyond}})
+    print_comparisons({**results, "beyond_mle_temperatures": {seeds[0]: beyond},
+                       "past_mle_range": {seeds[0]: past}})
     print(f"\ntotal {results['seconds']:.0f} s; results, curves.png and sweep.png in {out}")
 
 

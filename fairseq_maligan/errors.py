@@ -26,10 +26,22 @@ class TrainingError(RuntimeError):
 def _excepthook(
     kind: type[BaseException], error: BaseException, traceback: TracebackType | None
 ) -> None:
-    if isinstance(error, (ConfigError, TrainingError)):
-        print(f"fairseq-maligan: error: {error}", file=sys.stderr)
+    if not isinstance(error, (ConfigError, TrainingError)):
+        _default_hook(kind, error, traceback)
         return
-    _default_hook(kind, error, traceback)
+    line = f"fairseq-maligan: error: {error}"
+    torch = sys.modules.get("torch")
+    if torch is None or not (torch.distributed.is_available()
+                             and torch.distributed.is_initialized()):
+        print(line, file=sys.stderr)
+        return
+    # torch wraps this hook to prefix its output with the rank, and writes it only after
+    # the hook returns; the interpreter's teardown would then let the collective
+    # backend's threads print a C++ abort ("terminate called ...") after our line. So a
+    # rank writes its own prefixed line and exits at once.
+    print(f"[rank{torch.distributed.get_rank()}]: {line}", file=sys.__stderr__, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 _default_hook = sys.excepthook

@@ -73,3 +73,24 @@ def test_importing_the_package_keeps_the_programs_excepthook():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert proc.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_a_distributed_error_exits_before_the_backends_teardown(tmp_path):
+    """In a distributed run the one-line error is the last thing printed: the process
+    exits at once, so the collective backend's threads cannot print a C++ abort after it
+    (nothing registered with atexit runs)."""
+    code = (
+        "import atexit, torch.distributed as dist\n"
+        "from fairseq_maligan.errors import ConfigError, install_excepthook\n"
+        "install_excepthook()\n"  # as fairseq-train does, before torch wraps the hook
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path}/store', "
+        "rank=0, world_size=1)\n"
+        "atexit.register(print, 'teardown ran')\n"
+        "raise ConfigError('ranks disagree on --num-samples')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert "teardown ran" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "[rank0]: fairseq-maligan: error: ranks disagree on --num-samples")

@@ -60,11 +60,15 @@ def summary_rows(records: list[dict[str, Any]], baseline: str) -> list[dict[str,
         quality = at_one["quality"] if at_one else math.nan
         diversity = at_one["diversity"] if at_one else math.nan
         interval = at_one.get(f"{at_one['quality_metric']}_ci") if at_one else None
+        spread = at_one.get(f"{at_one['diversity_metric']}_ci") if at_one else None
         rows.append({
             "model": name, "quality": quality, "diversity": diversity,
             "quality_ci": interval,
             "baseline_quality": baseline_quality_at(records, baseline, diversity)
             if math.isfinite(diversity) else math.nan,
+            "baseline_over_diversity_ci": sorted(
+                baseline_quality_at(records, baseline, end) for end in spread)
+            if spread else None,
             "beyond": [t for t in temperatures if t not in past[name]],
             "past_range": past[name],
         })
@@ -80,9 +84,13 @@ def main() -> None:
     def cell(value: float) -> str:
         return "-" if not math.isfinite(value) else f"{value:.3f}"
 
+    def span(interval: list[float] | None) -> str:
+        return f"{cell(interval[0])}..{cell(interval[1])}" if interval else "-"
+
     print("| sweep | quality / diversity | model | T = 1 | its quality's 95 % CI | "
-          "baseline at that diversity | beyond the baseline |")
-    print("|---|---|---|---|---|---|---|")
+          "baseline at that diversity | baseline over its diversity's 95 % CI | "
+          "beyond the baseline |")
+    print("|---|---|---|---|---|---|---|---|")
     for path in args.results:
         try:
             results = json.loads(Path(path).read_text())
@@ -95,11 +103,10 @@ def main() -> None:
                     else "no"
                 if row["past_range"]:
                     answer += f" (past its range: T = {', '.join(map(str, row['past_range']))})"
-                interval = row["quality_ci"]
-                spread = f"{cell(interval[0])}..{cell(interval[1])}" if interval else "-"
                 print(f"| {label} | {axes} | {row['model']} | {cell(row['quality'])} / "
-                      f"{cell(row['diversity'])} | {spread} | {cell(row['baseline_quality'])} "
-                      f"| {answer} |")
+                      f"{cell(row['diversity'])} | {span(row['quality_ci'])} | "
+                      f"{cell(row['baseline_quality'])} | "
+                      f"{span(row['baseline_over_diversity_ci'])} | {answer} |")
 
 
 if __name__ == "__main__":

@@ -341,7 +341,8 @@ def test_sweep_summary_reads_nested_sweeps(tmp_path):
                 "diversity_metric": "self_bleu4"}
 
     sweep = [point("MLE", 0.7, 0.30, 0.60), point("MLE", 1.0, 0.15, 0.30),
-             {**point("GAN", 1.0, 0.25, 0.45), "bleu4_ci": [0.21, 0.29]},
+             {**point("GAN", 1.0, 0.25, 0.45), "bleu4_ci": [0.21, 0.29],
+              "self_bleu4_ci": [0.40, 0.50]},
              point("Other", 1.0, 0.20, 0.45)]
     results = tmp_path / "poems" / "results" / "results.json"
     results.parent.mkdir(parents=True)
@@ -349,11 +350,12 @@ def test_sweep_summary_reads_nested_sweeps(tmp_path):
                                    "poem7": {"sweeps": {"2": sweep[:3]}}}))
     lines = run_script("sweep_summary.py", [str(results)]).stdout.splitlines()
     rows = [line for line in lines if line.startswith("| poems/poem")]
-    # MLE at self-BLEU-4 0.45 (halfway between its two points) has BLEU-4 0.225.
+    # MLE at self-BLEU-4 0.45 (halfway between its two points) has BLEU-4 0.225; at the
+    # ends of GAN's self-BLEU-4 interval, 0.40 and 0.50, it has 0.200 and 0.250.
     assert rows == [
         "| poems/poem5 | bleu4 / self_bleu4 | GAN | 0.250 / 0.450 | 0.210..0.290 | 0.225 "
-        "| yes, T = 1.0 |",
-        "| poems/poem5 | bleu4 / self_bleu4 | Other | 0.200 / 0.450 | - | 0.225 | no |",
+        "| 0.200..0.250 | yes, T = 1.0 |",
+        "| poems/poem5 | bleu4 / self_bleu4 | Other | 0.200 / 0.450 | - | 0.225 | - | no |",
         "| poems/poem7/seed2 | bleu4 / self_bleu4 | GAN | 0.250 / 0.450 | 0.210..0.290 | 0.225 "
-        "| yes, T = 1.0 |",
+        "| 0.200..0.250 | yes, T = 1.0 |",
     ]

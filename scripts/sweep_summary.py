@@ -48,6 +48,20 @@ def find_sweeps(value: Any, where: str) -> Iterator[tuple[str, list[dict[str, An
                 yield from find_sweeps(inner, f"{where}/{key}" if key != "sweep" else where)
 
 
+def sweep_label(path: Path) -> str:
+    """The experiment a results file belongs to and where inside its ``results/`` folder it
+    lies: ``examples/coco/results/seed2/sweep_with_pretrained.json`` ->
+    ``coco/seed2/sweep_with_pretrained``, ``examples/poems/results/results.json`` ->
+    ``poems``; a file outside a ``results/`` folder is labelled by its own folder."""
+    folders = path.parent.parts
+    start = len(folders) - 1 - folders[::-1].index("results") if "results" in folders \
+        else len(folders)
+    parts = [*folders[start - 1:start], *folders[start + 1:]]
+    if path.name != "results.json":
+        parts.append(path.stem)
+    return "/".join(parts) or path.stem
+
+
 def summary_rows(records: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
     """Per model other than ``baseline``: its T = 1 point, the baseline there, the
     temperatures beyond inside the baseline's range and those past it."""
@@ -96,7 +110,7 @@ def main() -> None:
             results = json.loads(Path(path).read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ConfigError(f"results: {path} is not a results JSON file ({error})") from None
-        for label, records in find_sweeps(results, Path(path).parent.parent.name):
+        for label, records in find_sweeps(results, sweep_label(Path(path))):
             axes = f"{records[0]['quality_metric']} / {records[0]['diversity_metric']}"
             for row in summary_rows(records, args.baseline):
                 answer = f"yes, T = {', '.join(map(str, row['beyond']))}" if row["beyond"] \

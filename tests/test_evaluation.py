@@ -359,3 +359,17 @@ def test_sweep_summary_reads_nested_sweeps(tmp_path):
         "| poems/poem7/seed2 | bleu4 / self_bleu4 | GAN | 0.250 / 0.450 | 0.210..0.290 | 0.225 "
         "| 0.200..0.250 | yes, T = 1.0 |",
     ]
+
+
+def test_sweep_summary_labels_a_standalone_sweep_by_experiment_and_file(tmp_path):
+    """A sweep file beside the seeds' results (``coco/results/seed2/sweep_x.json``) is
+    labelled ``coco/seed2/sweep_x``, not by the ``results`` folder above it."""
+    sweep = [{"name": name, "temperature": 1.0, "quality": quality, "diversity": 0.3,
+              "quality_metric": "bleu4", "diversity_metric": "self_bleu4"}
+             for name, quality in (("MLE", 0.2), ("GAN", 0.1))]
+    standalone = tmp_path / "coco" / "results" / "seed2" / "sweep_x.json"
+    standalone.parent.mkdir(parents=True)
+    standalone.write_text(json.dumps(sweep))
+    rows = [line for line in run_script("sweep_summary.py", [str(standalone)]).stdout
+            .splitlines() if "| GAN |" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| coco/seed2/sweep_x"]

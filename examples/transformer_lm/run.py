@@ -28,8 +28,8 @@ HERE = Path(__file__).resolve().parent
 QUICK = Budget.quick(mle_lr=1e-3, rollouts=2, prefix_init=30, prefix_decay=5,
                      prefix_decay_updates=1)
 # Pretraining: at least 10 epochs, then on until the valid loss has not improved for 3
-# (at most 40); the fine-tuning budget is the PTB example's.
-FULL = Budget(mle_epochs=10, mle_patience=3, mle_max_epochs=40, mle_lr=5e-4,
+# (at most 100: at 40 it was still improving); the fine-tuning budget is the PTB example's.
+FULL = Budget(mle_epochs=10, mle_patience=3, mle_max_epochs=100, mle_lr=5e-4,
               max_tokens=4000, finetune_max_tokens=2000, updates=180, lr=1e-4, rollouts=4,
               prefix_init=30, prefix_decay=5, prefix_decay_updates=30, disc_lr=1e-3,
               **FULL_DISCRIMINATOR, disc_dim=64)

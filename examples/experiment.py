@@ -185,6 +185,8 @@ class Budget:
     disc_dim: int = 64
     save_interval_updates: int = 0  # > 0: keep a checkpoint every this many generator
     # updates (curves)
+    resume_interval_updates: int = 20  # otherwise: save checkpoint_last.pt every this many
+    # generator updates, so that an interrupted fine-tuning stage loses no more than these
     mle_patience: int = 0  # > 0: then on until the valid loss has not improved for this
     mle_max_epochs: int = 0  # many epochs, or this many in all (0: 4 x mle_epochs)
     eval_samples: int = 1000
@@ -195,7 +197,7 @@ class Budget:
         """A smoke-test budget: 2 MLE epochs, 6 updates per method, tiny evaluation."""
         tiny = dict(mle_epochs=2, mle_lr=0.01, max_tokens=1500, updates=6, lr=1e-3, rollouts=4,
                     disc_dim=16, disc_pretrain_updates=3, eval_samples=100,
-                    temperatures=(0.8, 1.0))
+                    temperatures=(0.8, 1.0), resume_interval_updates=4)
         return cls(**{**tiny, **sizes})
 
     def fairseq_updates(self, method: str, generator_updates: int | None = None) -> int:
@@ -340,10 +342,12 @@ class LMExperiment(Runner):
         """Continue ``pretrained`` for the budget's updates with ``method``; its save dir."""
         save_dir = self.out / method
         budget = self.budget
-        interval = budget.fairseq_updates(method, budget.save_interval_updates) \
+        curves = budget.save_interval_updates > 0
+        interval = budget.fairseq_updates(method, budget.save_interval_updates if curves
+                                          else budget.resume_interval_updates) \
             - budget.fairseq_updates(method, 0)
-        keep = ["--save-interval-updates", str(interval), "--keep-interval-updates", "-1"] \
-            if interval > 0 else []
+        keep = ["--save-interval-updates", str(interval),
+                "--keep-interval-updates", "-1" if curves else "1"]
         max_tokens = budget.finetune_max_tokens or budget.max_tokens
         log = self.train_updates(method, save_dir, [
             *self.common_args(save_dir, max_tokens),

@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from experiment import (
     cached_result,
     checkpoint_updates,
     format_audit,
+    interval_checkpoints,
     method_args,
     paired_differences,
     seed_summary,
@@ -154,6 +156,13 @@ def test_pretraining_runs_the_floor_then_stops_on_patience(lm_data, tmp_path):
         experiment.finetune("mle", pretrained)
         assert checkpoint_updates(tmp_path / "mle" / "checkpoint_last.pt") == 1
     assert experiment.stages[-1]["kept"] and not experiment.stages[-2].get("kept")
+    # Fine-tuning saves every resume_interval_updates generator updates, keeping only the
+    # newest of those checkpoints: an interrupted stage resumes from there.
+    resumable = LMExperiment(tmp_path / "resumable", TINY_LSTM, replace(
+        budget, max_tokens=100, updates=5, resume_interval_updates=2), tokens_per_sample=32)
+    resumable.data = lm_data
+    resumable.finetune("mle", pretrained)
+    assert [updates for updates, _ in interval_checkpoints(tmp_path / "resumable" / "mle")] == [4]
 
 
 def test_best_is_stale_compares_the_epochs_of_best_and_last(tmp_path):

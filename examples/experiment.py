@@ -185,8 +185,6 @@ class Budget:
     disc_dim: int = 64
     save_interval_updates: int = 0  # > 0: keep a checkpoint every this many generator
     # updates (curves)
-    resume_interval_updates: int = 20  # otherwise: save checkpoint_last.pt every this many
-    # generator updates, so that an interrupted fine-tuning stage loses no more than these
     mle_patience: int = 0  # > 0: then on until the valid loss has not improved for this
     mle_max_epochs: int = 0  # many epochs, or this many in all (0: 4 x mle_epochs)
     eval_samples: int = 1000
@@ -197,7 +195,7 @@ class Budget:
         """A smoke-test budget: 2 MLE epochs, 6 updates per method, tiny evaluation."""
         tiny = dict(mle_epochs=2, mle_lr=0.01, max_tokens=1500, updates=6, lr=1e-3, rollouts=4,
                     disc_dim=16, disc_pretrain_updates=3, eval_samples=100,
-                    temperatures=(0.8, 1.0), resume_interval_updates=4)
+                    temperatures=(0.8, 1.0))
         return cls(**{**tiny, **sizes})
 
     def fairseq_updates(self, method: str, generator_updates: int | None = None) -> int:
@@ -279,6 +277,10 @@ class LMExperiment(Runner):
         self.seed = seed
         self.tokens_per_sample = tokens_per_sample
         self.data = self.out / "data-bin"
+        # Without curves, fine-tuning saves checkpoint_last.pt every this many generator
+        # updates, so an interrupted stage loses no more than these. Not in the budget: it
+        # changes no result (fairseq reseeds every update).
+        self.resume_interval_updates = 20
 
     def preprocess(self, raw: Path) -> None:
         """Binarise ``raw/{train,valid,test}.txt`` into ``data-bin`` (kept if complete)."""
@@ -344,7 +346,7 @@ class LMExperiment(Runner):
         budget = self.budget
         curves = budget.save_interval_updates > 0
         interval = budget.fairseq_updates(method, budget.save_interval_updates if curves
-                                          else budget.resume_interval_updates) \
+                                          else self.resume_interval_updates) \
             - budget.fairseq_updates(method, 0)
         keep = ["--save-interval-updates", str(interval),
                 "--keep-interval-updates", "-1" if curves else "1"]

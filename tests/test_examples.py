@@ -158,9 +158,9 @@ def test_pretraining_runs_the_floor_then_stops_on_patience(lm_data, tmp_path):
     assert experiment.stages[-1]["kept"] and not experiment.stages[-2].get("kept")
     # Fine-tuning saves every resume_interval_updates generator updates, keeping only the
     # newest of those checkpoints: an interrupted stage resumes from there.
-    resumable = LMExperiment(tmp_path / "resumable", TINY_LSTM, replace(
-        budget, max_tokens=100, updates=5, resume_interval_updates=2), tokens_per_sample=32)
-    resumable.data = lm_data
+    resumable = LMExperiment(tmp_path / "resumable", TINY_LSTM,
+                             replace(budget, max_tokens=100, updates=5), tokens_per_sample=32)
+    resumable.data, resumable.resume_interval_updates = lm_data, 2
     resumable.finetune("mle", pretrained)
     assert [updates for updates, _ in interval_checkpoints(tmp_path / "resumable" / "mle")] == [4]
 

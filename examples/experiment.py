@@ -70,6 +70,11 @@ METHODS = {
 class Runner:
     """Runs fairseq console tools in fresh processes, keeps their logs and timings."""
 
+    # Fine-tuning saves checkpoint_last.pt every this many generator updates, so an
+    # interrupted stage loses no more than these. Not in any budget: it changes no result
+    # (fairseq reseeds every update).
+    resume_interval_updates = 20
+
     def __init__(self, out: Path, threads: int = 1) -> None:
         self.out = Path(out)
         self.env = {
@@ -277,10 +282,6 @@ class LMExperiment(Runner):
         self.seed = seed
         self.tokens_per_sample = tokens_per_sample
         self.data = self.out / "data-bin"
-        # Without curves, fine-tuning saves checkpoint_last.pt every this many generator
-        # updates, so an interrupted stage loses no more than these. Not in the budget: it
-        # changes no result (fairseq reseeds every update).
-        self.resume_interval_updates = 20
 
     def preprocess(self, raw: Path) -> None:
         """Binarise ``raw/{train,valid,test}.txt`` into ``data-bin`` (kept if complete)."""

@@ -428,6 +428,11 @@ def test_translation_quick_resumes_and_refuses_other_sizes(tmp_path):
     assert set(first["paired_minus_mle"]["bleu"]) == {"pretrained", "maligan_full"}
     audit = {row["method"]: row for row in first["format_audit"]}
     assert set(audit) == {"maligan_full"} and 0 <= audit["maligan_full"]["disc/valid_acc"] <= 1
+    # Fine-tuning stages (200 updates in full mode: less than an epoch) save every 20
+    # updates, so an interrupted one resumes from its last 20 rather than from scratch.
+    for stage in first["stages"]:
+        if stage["stage"] in ("mle", "maligan_full"):
+            assert "--save-interval-updates 20 --keep-interval-updates 1" in stage["command"]
     seed = tmp_path / "seed1"
     checkpoints = [seed / "pretrained" / "checkpoint_best.pt",
                    *(seed / stage / "checkpoint_last.pt"

@@ -278,7 +278,8 @@ class Experiment(Runner):
 
     def finetune(self, method: str) -> Path:
         """Continue the MLE start for the same updates, batches and learning rate (fresh
-        Adam, constant 1e-4) with ``method``; its final checkpoint. An adversarial run's
+        Adam, constant 1e-4) with ``method``, saving every ``resume_interval_updates``
+        updates (a stage is less than an epoch); its final checkpoint. An adversarial run's
         format audit (with its D's accuracy on held-out rows) goes into its stage."""
         s = self.scale
         save_dir = self.out / method
@@ -287,6 +288,8 @@ class Experiment(Runner):
             "--max-tokens", str(s.finetune_max_tokens),
             "--adam-betas", "(0.9, 0.98)", "--weight-decay", "0.0001", "--clip-norm", "1.0",
             "--lr", str(s.finetune_lr), "--lr-scheduler", "fixed", *self.method_args(method),
+            "--save-interval-updates", str(self.resume_interval_updates),
+            "--keep-interval-updates", "1",
         ], s.finetune_updates)
         checkpoint = save_dir / "checkpoint_last.pt"
         if method != "mle":

@@ -70,9 +70,9 @@ METHODS = {
 class Runner:
     """Runs fairseq console tools in fresh processes, keeps their logs and timings."""
 
-    # Fine-tuning saves checkpoint_last.pt every this many generator updates, so an
-    # interrupted stage loses no more than these. Not in any budget: it changes no result
-    # (fairseq reseeds every update).
+    # Fine-tuning saves checkpoint_last.pt every this many updates (generator updates
+    # where a driver counts D's steps apart), so an interrupted stage loses no more than
+    # these. Not in any budget: it changes no result (fairseq reseeds every update).
     resume_interval_updates = 20
 
     def __init__(self, out: Path, threads: int = 1) -> None:

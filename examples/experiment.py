@@ -30,11 +30,13 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -59,6 +61,8 @@ from fairseq_maligan.metrics import ReferenceBLEU
 
 PLUGIN = Path(fairseq_maligan.__file__).resolve().parent
 PROGRESS = re.compile(r"\| (train_inner|train|valid) \|")
+T = TypeVar("T")
+IN_PROCESS = threading.Lock()  # torch work in this process seeds the global RNG: one at a time
 METHODS = {
     "mle": "MLE",
     "seqgan": "SeqGAN",
@@ -75,8 +79,11 @@ class Runner:
     # these. Not in any budget: it changes no result (fairseq reseeds every update).
     resume_interval_updates = 20
 
-    def __init__(self, out: Path, threads: int = 1) -> None:
+    def __init__(self, out: Path, threads: int = 1, jobs: int = 1) -> None:
+        if jobs < 1:
+            sys.exit(f"--jobs must be at least 1, not {jobs}")
         self.out = Path(out)
+        self.jobs = jobs  # fine-tuning stages run at once (each a process of `threads`)
         self.env = {
             **os.environ,
             "PYTHONWARNINGS": "ignore",
@@ -108,7 +115,8 @@ class Runner:
                 log.write(line)
                 lines.append(line)
                 if echo and PROGRESS.search(line):
-                    print("   " + line.split(" | ", 3)[-1].strip()[:160], flush=True)
+                    print(f"   {stage}: " + line.split(" | ", 3)[-1].strip()[:160],
+                          flush=True)
             proc.wait()
         seconds = time.time() - started
         if proc.returncode != 0:
@@ -124,6 +132,30 @@ class Runner:
         text = command if isinstance(command, str) else shlex.join(command)
         self.stages.append({"stage": stage, "command": text, "seconds": round(seconds, 1),
                             **extra})
+
+    def stage_record(self, stage: str) -> dict[str, Any]:
+        """The latest record of ``stage`` (stages run in lanes finish in any order)."""
+        return next(s for s in reversed(self.stages) if s["stage"] == stage)
+
+    def in_lanes(self, work: Callable[[str], T], methods: Sequence[str]) -> list[T]:
+        """``work(method)`` for every method, ``jobs`` at once in the order given (the
+        methods are independent once MLE and D are pretrained); results in that order. A
+        failed method stops those not yet started; the running ones finish first."""
+        if self.jobs == 1:
+            return [work(method) for method in methods]
+        failed = threading.Event()
+
+        def lane(method: str) -> T | None:
+            if failed.is_set():
+                return None
+            try:
+                return work(method)
+            except BaseException:
+                failed.set()
+                raise
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            return list(pool.map(lane, methods))
 
     def train_updates(self, stage: str, save_dir: Path, args: Sequence[str],
                       max_update: int) -> str:
@@ -163,7 +195,7 @@ class Runner:
 
     def seconds(self, stage: str) -> float:
         """Wall-clock seconds of a recorded stage."""
-        return next(s["seconds"] for s in self.stages if s["stage"] == stage)
+        return self.stage_record(stage)["seconds"]
 
 
 @dataclass(frozen=True)
@@ -271,8 +303,8 @@ class LMExperiment(Runner):
     def __init__(self, out: Path, generator: Sequence[str], budget: Budget, seed: int = 1,
                  threads: int = 1, tokens_per_sample: int = 64,
                  discriminator: Sequence[str] = (), mle_criterion: str = "cross_entropy",
-                 pretrain_args: Sequence[str] = ()) -> None:
-        super().__init__(out, threads)
+                 pretrain_args: Sequence[str] = (), jobs: int = 1) -> None:
+        super().__init__(out, threads, jobs)
         self.generator = list(generator)
         self.discriminator = list(discriminator)  # extra --disc-* options (layers, cell)
         self.mle_criterion = mle_criterion  # of pretraining and of the MLE baseline
@@ -359,8 +391,10 @@ class LMExperiment(Runner):
             "--lr", str(budget.lr), "--finetune-from-model", pretrained, *keep,
         ], budget.fairseq_updates(method))
         if method != "mle":
-            self.stages[-1]["format_audit"] = {**format_audit(log), **held_out_audit(
-                save_dir / "checkpoint_last.pt", self.data, max_tokens, self.seed)}
+            with IN_PROCESS:
+                audit = held_out_audit(save_dir / "checkpoint_last.pt", self.data, max_tokens,
+                                       self.seed)
+            self.stage_record(method)["format_audit"] = {**format_audit(log), **audit}
         return save_dir
 
     def run_all(self, raw: Path, methods: Sequence[str] = tuple(METHODS)) -> dict[str, Path]:
@@ -374,11 +408,9 @@ class LMExperiment(Runner):
         pretrained = self.pretrain()
         if self.budget.disc_pretrain_updates > 0:
             self.disc_path = self.pretrain_discriminator(pretrained)
-        checkpoints = {"pretrained": pretrained}
-        for method in methods:
-            save_dir = self.finetune(method, pretrained)
-            checkpoints[method] = save_dir / "checkpoint_last.pt"
-        return checkpoints
+        save_dirs = self.in_lanes(lambda method: self.finetune(method, pretrained), methods)
+        return {"pretrained": pretrained, **{method: save_dir / "checkpoint_last.pt"
+                                             for method, save_dir in zip(methods, save_dirs)}}
 
     def eval_lm(self, checkpoint: Path, split: str, stage: str) -> dict[str, float]:
         """Stock ``fairseq-eval-lm`` (no ``--user-dir``) on a split, sentence by sentence.
@@ -654,6 +686,9 @@ def parse_mode(description: str, here: Path, quick: Budget, full: Budget,
     parser.add_argument("--out", type=Path, help="output directory (default: output/<mode>)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP/MKL threads of each fairseq process")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="fine-tuning methods to train at once, each a fairseq process "
+                             "of --threads threads (default 1)")
     if seeds:
         parser.add_argument(
             "--seeds", type=int, nargs="+",

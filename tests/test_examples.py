@@ -13,6 +13,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,8 +22,10 @@ import numpy as np
 import pytest
 import torch
 from experiment import (
+    AUDIT_KEYS,
     METHODS,
     Budget,
+    Runner,
     best_is_stale,
     cached_result,
     checkpoint_updates,
@@ -323,12 +327,55 @@ def test_coco_quick(tmp_path):
 
 
 @pytest.mark.skipif(not (SHARED / "ptb").is_dir(), reason="needs ../shared/data")
+def test_in_lanes_runs_methods_at_once_and_keeps_their_order(tmp_path):
+    both_running = threading.Barrier(2, timeout=10)  # broken unless two lanes run at once
+
+    def work(method):
+        if method in ("mle", "seqgan"):
+            both_running.wait()
+        return method.upper()
+
+    assert Runner(tmp_path, jobs=2).in_lanes(work, list(METHODS)) == \
+        [m.upper() for m in METHODS]
+    started = []
+    both_running.reset()
+
+    def mle_fails(method):
+        started.append(method)
+        if method in ("mle", "seqgan"):
+            both_running.wait()
+        if method == "mle":
+            sys.exit("mle failed")
+        time.sleep(0.2)
+        return method
+
+    with pytest.raises(SystemExit, match="mle failed"):
+        Runner(tmp_path, jobs=2).in_lanes(mle_fails, list(METHODS))
+    assert sorted(started) == ["mle", "seqgan"]  # the rest never started
+    with pytest.raises(SystemExit, match="--jobs"):
+        Runner(tmp_path, jobs=0)
+
+
+def log_times(log: Path) -> list[float]:
+    """The timestamps of a fairseq log's lines, in seconds."""
+    stamps = re.findall(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \|", log.read_text(), re.M)
+    return [time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) for stamp in stamps]
+
+
 def test_ptb_quick_stock_eval_lm(tmp_path):
+    """Two methods fine-tune at once (--jobs 2); each adversarial stage still gets its own
+    format audit."""
     from fairseq_maligan.evaluation import load_generator, nll_test
 
-    results = run_example("ptb", tmp_path)
+    results = run_example("ptb", tmp_path, "--jobs", "2")
     out = tmp_path / "seed1"
     check_runs(out, 6, results["stages"])
+    assert log_times(out / "logs" / "seqgan.log")[0] <= log_times(out / "logs" / "mle.log")[-1]
+    for row in results["format_audit"]:
+        log = (out / "logs" / f"{row['method']}.log").read_text()
+        assert {key: row[key] for key in AUDIT_KEYS if key in row} == format_audit(log)
+        assert 0 <= row["disc/valid_acc"] <= 1
+    assert {row["method"] for row in results["format_audit"]} == set(METHODS) - {"mle"}
     assert all(len(line.split()) <= 35
                for line in (out / "raw" / "train.txt").read_text().splitlines())
     stored = json.loads((out / "results.json").read_text())

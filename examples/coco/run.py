@@ -84,7 +84,7 @@ def main() -> None:
         write_lines(raw / "valid.txt", [s for i, s in enumerate(train) if i % 20 == 19])
         write_lines(raw / "test.txt", test)
         experiment = LMExperiment(out, generator, budget, seed=seed, threads=args.threads,
-                                  tokens_per_sample=MAX_LEN)
+                                  jobs=args.jobs, tokens_per_sample=MAX_LEN)
         checkpoints = experiment.run_all(raw)
         scores = score_text(experiment, checkpoints, raw / "test.txt", ORDERS, MAX_LEN,
                             self_bleu_samples=self_bleu_samples)

@@ -152,7 +152,7 @@ def run_seed(out: Path, seed: int, args: argparse.Namespace, splits: dict[str, n
                  "--decoder-hidden-size", "32" if args.quick else "64",
                  "--decoder-out-embed-dim", "16" if args.quick else "32"]
     experiment = LMExperiment(out, generator, budget, seed=seed, threads=args.threads,
-                              tokens_per_sample=length)
+                              jobs=args.jobs, tokens_per_sample=length)
     checkpoints = experiment.run_all(raw)
 
     print(f"\n== seed {seed}: samples, test NLL and the temperature sweep", flush=True)

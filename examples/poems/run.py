@@ -111,7 +111,7 @@ def main() -> None:
                      generator: list[str] = generator) -> dict[str, Any]:
             split(poems, out / "raw")
             experiment = LMExperiment(out, generator, budget, seed=seed, threads=args.threads,
-                                      tokens_per_sample=LENGTH[corpus] + 1,
+                                      jobs=args.jobs, tokens_per_sample=LENGTH[corpus] + 1,
                                       discriminator=["--disc-layers", "2", "--disc-cell", "lstm"])
             checkpoints = experiment.run_all(out / "raw")
             references = out / "raw" / "test.txt"

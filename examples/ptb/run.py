@@ -82,7 +82,8 @@ def run(args: Namespace, generator: Sequence[str], **experiment_options: Any) ->
         raw = out / "raw"
         removed = write_splits(raw, args.quick)
         experiment = LMExperiment(out, generator, budget, seed=seed, threads=args.threads,
-                                  tokens_per_sample=MAX_WORDS + 1, **experiment_options)
+                                  jobs=args.jobs, tokens_per_sample=MAX_WORDS + 1,
+                                  **experiment_options)
         checkpoints = experiment.run_all(raw)
         scores = score_text(experiment, checkpoints, raw / "test.txt", orders=(4,),
                             max_len=MAX_WORDS + 1, splits=splits, stock_eval=True,

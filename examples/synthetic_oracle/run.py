@@ -176,7 +176,7 @@ def main() -> None:
     per_seed, stages, fixed, pretraining = {}, [], {}, {}
     for seed in seeds:
         experiment = LMExperiment(out / f"seed{seed}", GENERATOR, budget, seed=seed,
-                                  threads=args.threads, tokens_per_sample=32)
+                                  threads=args.threads, jobs=args.jobs, tokens_per_sample=32)
 
         def run_seed(experiment: LMExperiment = experiment) -> dict:
             checkpoints = experiment.run_all(out / "raw")

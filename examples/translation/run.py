@@ -48,6 +48,7 @@ from fairseq_maligan.evaluation import load_generator, plot_sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
 from experiment import (  # noqa: E402
+    IN_PROCESS,
     METHODS,
     PLUGIN,
     Runner,
@@ -124,7 +125,8 @@ class Experiment(Runner):
 
     def __init__(self, args: argparse.Namespace, scale: Scale, seed: int | None = None
                  ) -> None:
-        super().__init__(args.out if seed is None else args.out / f"seed{seed}", args.threads)
+        super().__init__(args.out if seed is None else args.out / f"seed{seed}", args.threads,
+                         args.jobs)
         self.args = args
         self.scale = scale
         self.seed = seed
@@ -293,8 +295,10 @@ class Experiment(Runner):
         ], s.finetune_updates)
         checkpoint = save_dir / "checkpoint_last.pt"
         if method != "mle":
-            self.stages[-1]["format_audit"] = {**format_audit(log), **held_out_audit(
-                checkpoint, self.data_bin, s.finetune_max_tokens, self.seed)}
+            with IN_PROCESS:
+                audit = held_out_audit(checkpoint, self.data_bin, s.finetune_max_tokens,
+                                       self.seed)
+            self.stage_record(method)["format_audit"] = {**format_audit(log), **audit}
         return checkpoint
 
     # -- 5. evaluation ----------------------------------------------------------------
@@ -436,6 +440,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP_NUM_THREADS / MKL_NUM_THREADS of the fairseq processes "
                         "(default 1: see README.md)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="fine-tuning methods to train at once, each a fairseq process "
+                        "of --threads threads (default 1)")
     parser.add_argument("--seeds", "--seed", type=int, nargs="+",
                         help="training and sampling seeds, each in <out>/seed<N> (default "
                         "1 2 3; quick: 1); a seed whose results.json exists is not run "
@@ -486,8 +493,8 @@ def train_seed(experiment: Experiment, last: int) -> dict[str, Path]:
         experiment.train_mle()
     checkpoints = {"pretrained": experiment.mle_checkpoint}
     if last >= STAGES.index("finetune"):
-        checkpoints.update({method: experiment.finetune(method)
-                            for method in experiment.scale.methods})
+        methods = experiment.scale.methods
+        checkpoints.update(zip(methods, experiment.in_lanes(experiment.finetune, methods)))
     return checkpoints
 
 

@@ -137,6 +137,15 @@ class Runner:
         """The latest record of ``stage`` (stages run in lanes finish in any order)."""
         return next(s for s in reversed(self.stages) if s["stage"] == stage)
 
+    def audit_stage(self, stage: str, log: str, checkpoint: Path, data: Path,
+                    max_tokens: int, seed: int) -> None:
+        """Put an adversarial stage's format audit (from its ``log``) and its D's held-out
+        audit (of ``checkpoint``) into the stage's record; the held-out audits run one at
+        a time, as they seed torch's global RNG in this process."""
+        with IN_PROCESS:
+            held_out = held_out_audit(checkpoint, data, max_tokens, seed)
+        self.stage_record(stage)["format_audit"] = {**format_audit(log), **held_out}
+
     def in_lanes(self, work: Callable[[str], T], methods: Sequence[str]) -> list[T]:
         """``work(method)`` for every method, ``jobs`` at once in the order given (the
         methods are independent once MLE and D are pretrained); results in that order. A
@@ -391,10 +400,8 @@ class LMExperiment(Runner):
             "--lr", str(budget.lr), "--finetune-from-model", pretrained, *keep,
         ], budget.fairseq_updates(method))
         if method != "mle":
-            with IN_PROCESS:
-                audit = held_out_audit(save_dir / "checkpoint_last.pt", self.data, max_tokens,
-                                       self.seed)
-            self.stage_record(method)["format_audit"] = {**format_audit(log), **audit}
+            self.audit_stage(method, log, save_dir / "checkpoint_last.pt", self.data,
+                             max_tokens, self.seed)
         return save_dir
 
     def run_all(self, raw: Path, methods: Sequence[str] = tuple(METHODS)) -> dict[str, Path]:

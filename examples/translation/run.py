@@ -48,13 +48,10 @@ from fairseq_maligan.evaluation import load_generator, plot_sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
 from experiment import (  # noqa: E402
-    IN_PROCESS,
     METHODS,
     PLUGIN,
     Runner,
     checkpoint_updates,
-    format_audit,
-    held_out_audit,
     over_seeds,
     print_over_seeds,
     seed_pretraining,
@@ -295,10 +292,8 @@ class Experiment(Runner):
         ], s.finetune_updates)
         checkpoint = save_dir / "checkpoint_last.pt"
         if method != "mle":
-            with IN_PROCESS:
-                audit = held_out_audit(checkpoint, self.data_bin, s.finetune_max_tokens,
-                                       self.seed)
-            self.stage_record(method)["format_audit"] = {**format_audit(log), **audit}
+            self.audit_stage(method, log, checkpoint, self.data_bin, s.finetune_max_tokens,
+                             self.seed)
         return checkpoint
 
     # -- 5. evaluation ----------------------------------------------------------------

@@ -62,6 +62,12 @@ from fairseq_maligan.metrics import ReferenceBLEU
 PLUGIN = Path(fairseq_maligan.__file__).resolve().parent
 PROGRESS = re.compile(r"\| (train_inner|train|valid) \|")
 T = TypeVar("T")
+# fairseq-train collates batches in a daemon thread unless --data-buffer-size is 0. A run
+# that stops mid-epoch (--max-update) then exits with that thread inside torch, and the
+# process may abort ("terminate called without an active exception") after its checkpoint
+# is saved. With --num-workers 0 the thread only shares the GIL: collating in the training
+# loop costs next to nothing.
+IN_LOOP_BATCHES = ["--num-workers", "0", "--data-buffer-size", "0"]
 IN_PROCESS = threading.Lock()  # torch work in this process seeds the global RNG: one at a time
 METHODS = {
     "mle": "MLE",
@@ -340,7 +346,7 @@ class LMExperiment(Runner):
             "--tokens-per-sample", str(self.tokens_per_sample),
             "--max-tokens", str(max_tokens), "--cpu", "--seed", str(self.seed),
             "--log-format", "simple", "--log-interval", "10", "--no-epoch-checkpoints",
-            "--num-workers", "0", "--save-dir", save_dir,
+            *IN_LOOP_BATCHES, "--save-dir", save_dir,
         ]
 
     def pretrain(self) -> Path:

@@ -101,7 +101,7 @@ def main() -> None:
         "--sample-break-mode", "eos", "--tokens-per-sample", "64", "--max-tokens", "2000",
         "--cpu", "--seed", str(args.seed),
         "--log-format", "simple", "--log-interval", "10", "--no-epoch-checkpoints",
-        "--num-workers", "0",
+        "--num-workers", "0", "--data-buffer-size", "0",  # no batch thread left at exit
     ]
     mle_dir = os.path.join(out, "mle")
     run("MLE pretraining (fairseq-train, lstm_lm, cross_entropy)", "train", [

@@ -211,7 +211,7 @@ def generator_args(args: argparse.Namespace) -> list[str]:
         "--decoder-hidden-size", dim, "--decoder-out-embed-dim", dim,
         "--sample-break-mode", "eos", "--tokens-per-sample", str(spec["tokens_per_sample"]),
         "--max-tokens", str(MAX_TOKENS), "--cpu", "--seed", str(SEED), "--num-workers", "0",
-        "--no-epoch-checkpoints", "--log-format", "json",
+        "--data-buffer-size", "0", "--no-epoch-checkpoints", "--log-format", "json",
     ]
 
 

@@ -27,14 +27,27 @@ TINY_LSTM = [
 ]
 LM_DATA = ["--sample-break-mode", "eos", "--tokens-per-sample", "32"]
 
+# fairseq's training iterator collates batches in a daemon thread unless
+# --data-buffer-size is 0. When training stops mid-epoch (--max-update) that thread is
+# still inside torch as the interpreter exits, and the process may abort ("terminate
+# called without an active exception") after its checkpoint is saved. A process started
+# with GUARDED_ENV fails at once instead, so a test sees every command that could.
+BATCH_THREAD_GUARD = ROOT / "tests" / "guard"
+GUARDED_ENV = {"PYTHONPATH": os.pathsep.join(
+    filter(None, [str(BATCH_THREAD_GUARD), os.environ.get("PYTHONPATH")]))}
+
 
 def run_cli(tool: str, args: list[str], cwd: Path | None = None, check: bool = True,
             env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a fairseq console tool (``train``, ``eval_lm``, ...) in a fresh process."""
+    """Run a fairseq console tool (``train``, ``eval_lm``, ...) in a fresh process, under
+    :data:`GUARDED_ENV`; ``train`` collates its batches in the loop."""
+    if tool == "train" and "--data-buffer-size" not in args:
+        args = [*args, "--data-buffer-size", "0"]
     proc = subprocess.run(
         [sys.executable, "-m", f"fairseq_cli.{tool}", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **(env or {})},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **GUARDED_ENV,
+             **(env or {})},
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -10,10 +10,10 @@ import time
 
 import pytest
 import torch
-from conftest import LM_DATA, PLUGIN, ROOT, TINY_TRANSFORMER, params_equal, run_cli
+from conftest import GUARDED_ENV, LM_DATA, PLUGIN, ROOT, TINY_TRANSFORMER, params_equal, run_cli
 
 COMMON = ["--cpu", "--max-tokens", "300", "--seed", "5", "--num-workers", "0",
-          "--log-format", "simple", "--log-interval", "1"]
+          "--data-buffer-size", "0", "--log-format", "simple", "--log-interval", "1"]
 ADVERSARIAL = [
     "--user-dir", PLUGIN, "--task", "maligan_language_modeling", "--optimizer", "maligan_adam",
     "--lr", "0.003", "--disc-lr", "0.003", "--num-samples", "2", "--prefix-init", "3",
@@ -39,7 +39,8 @@ def start_two_ranks(args: list[str], per_rank: tuple[list, list] = ([], [])) -> 
              "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
              "--distributed-no-spawn"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+                 **GUARDED_ENV},
         )
         for rank in (0, 1)
     ]

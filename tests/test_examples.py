@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import GUARDED_ENV
 from experiment import (
     AUDIT_KEYS,
     METHODS,
@@ -49,7 +50,7 @@ def run_example(name: str, out: Path, *extra: str) -> dict:
         [sys.executable, str(ROOT / "examples" / name / "run.py"), "--quick", "--out", str(out),
          *extra],
         capture_output=True, text=True, timeout=900,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **GUARDED_ENV},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "results.json").read_text())
@@ -138,6 +139,7 @@ def test_pretraining_runs_the_floor_then_stops_on_patience(lm_data, tmp_path):
     budget = Budget(mle_epochs=2, mle_lr=0.3, max_tokens=400, updates=1, lr=1e-3,
                     mle_patience=2, mle_max_epochs=12)  # a best 2 epochs old cannot be stale
     experiment = LMExperiment(tmp_path, TINY_LSTM, budget, tokens_per_sample=32)
+    experiment.env.update(GUARDED_ENV)
     experiment.data = lm_data
     experiment.pretrain()
     assert [stage["stage"] for stage in experiment.stages] == [

@@ -9,13 +9,14 @@ import time
 
 import pytest
 import torch
-from conftest import LM_DATA, PLUGIN, TINY_TRANSFORMER, params_equal, run_cli
+from conftest import GUARDED_ENV, LM_DATA, PLUGIN, TINY_TRANSFORMER, params_equal, run_cli
 
 from fairseq_maligan.criterions import prefix_length
 
 ARGS = [
     "--user-dir", PLUGIN, "--task", "maligan_language_modeling", *TINY_TRANSFORMER, *LM_DATA,
     "--cpu", "--max-tokens", "300", "--seed", "11", "--num-workers", "0",
+    "--data-buffer-size", "0",
     "--criterion", "seqgan", "--rollouts", "2", "--prefix-init", "4", "--prefix-decay", "1",
     "--prefix-decay-updates", "3", "--rollout-refresh-updates", "2",
     "--optimizer", "maligan_adam", "--lr", "0.003", "--disc-lr", "0.003",
@@ -30,7 +31,7 @@ def kill_during_a_save(args: list[str], saves_before_kill: int, delay: float) ->
     proc = subprocess.Popen(
         [sys.executable, "-m", "fairseq_cli.train", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **GUARDED_ENV},
     )
     seen = 0
     for line in proc.stdout:

@@ -48,6 +48,7 @@ from fairseq_maligan.evaluation import load_generator, plot_sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the driver
 from experiment import (  # noqa: E402
+    IN_LOOP_BATCHES,
     METHODS,
     PLUGIN,
     Runner,
@@ -227,7 +228,7 @@ class Experiment(Runner):
         return [
             str(self.data_bin), "--user-dir", str(PLUGIN),
             "--source-lang", SOURCE, "--target-lang", TARGET, *self.model_args(),
-            "--cpu", "--num-workers", "0", "--seed", str(self.seed),
+            "--cpu", *IN_LOOP_BATCHES, "--seed", str(self.seed),
             "--log-format", "simple", "--log-interval", str(self.scale.log_interval),
             "--no-epoch-checkpoints", "--save-dir", str(save_dir),
         ]

@@ -31,7 +31,8 @@ LM_DATA = ["--sample-break-mode", "eos", "--tokens-per-sample", "32"]
 # --data-buffer-size is 0. When training stops mid-epoch (--max-update) that thread is
 # still inside torch as the interpreter exits, and the process may abort ("terminate
 # called without an active exception") after its checkpoint is saved. A process started
-# with GUARDED_ENV fails at once instead, so a test sees every command that could.
+# with GUARDED_ENV fails at once instead when it is fairseq-train, so a test sees every
+# command that could (eval-lm and generate read every batch: see tests/guard).
 BATCH_THREAD_GUARD = ROOT / "tests" / "guard"
 GUARDED_ENV = {"PYTHONPATH": os.pathsep.join(
     filter(None, [str(BATCH_THREAD_GUARD), os.environ.get("PYTHONPATH")]))}

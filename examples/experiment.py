@@ -75,6 +75,7 @@ METHODS = {
     "maligan_basic": "MaliGAN-basic",
     "maligan_full": "MaliGAN-full",
 }
+PRETRAINED = "MLE pretrained"  # the checkpoint every method continues, as a model's name
 
 
 class Runner:
@@ -526,8 +527,8 @@ def over_seeds(out: Path, seeds: Sequence[int], budget: Budget,
     ``run_seed(directory, seed)`` runs one seed and returns ``scores`` (model -> metric
     -> value), its temperature ``sweep`` and its ``stages``; the seconds it took are
     stored beside them. Returned: the :func:`seed_summary` of ``keys``, every seed's MLE
-    pretraining, format audits, the sweep points beyond every temperature of MLE,
-    scores, sweeps, stages and seconds.
+    pretraining, format audits, the sweep points beyond every temperature of MLE (and of
+    ``MLE pretrained`` where every seed's sweep has it), scores, sweeps, stages and seconds.
     """
     def timed(seed: int) -> dict[str, Any]:
         started = time.time()
@@ -547,6 +548,13 @@ def over_seeds(out: Path, seeds: Sequence[int], budget: Budget,
                                     for seed, result in per_seed.items()},
         "past_mle_range": {seed: past_baseline_range(result["sweep"], METHODS["mle"])
                            for seed, result in per_seed.items()},
+        **({"beyond_pretrained_temperatures": {
+            seed: beyond_baseline(result["sweep"], PRETRAINED) for seed, result in per_seed.items()
+        }, "past_pretrained_range": {
+            seed: past_baseline_range(result["sweep"], PRETRAINED)
+            for seed, result in per_seed.items()
+        }} if all(any(r["name"] == PRETRAINED for r in result["sweep"])
+                  for result in per_seed.values()) else {}),
         "scores": {seed: result["scores"] for seed, result in per_seed.items()},
         "sweeps": {seed: result["sweep"] for seed, result in per_seed.items()},
         "stages": [{"seed": seed, **stage} for seed, result in per_seed.items()
@@ -573,7 +581,7 @@ def print_over_seeds(title: str, results: Mapping[str, Any], keys: Sequence[str]
     """The tables of :func:`over_seeds`: mean +- std per model (and the published
     figures), MLE pretraining, the differences from MLE per seed with their signs, the
     format audit and the temperature sweeps' answer."""
-    names = {"pretrained": "MLE pretrained", **METHODS}
+    names = {"pretrained": PRETRAINED, **METHODS}
 
     def cell(value: Mapping[str, float]) -> str:
         return "-" if value["n"] == 0 else f"{value['mean']:.4f} +- {value['std']:.4f}"
@@ -606,14 +614,15 @@ def print_comparisons(results: Mapping[str, Any]) -> None:
         print(f"seed {row['seed']} {METHODS[row['method']]:<14}" + " ".join(
             f"{key.split('/')[-1]} {value:g}" for key, value in row.items()
             if key not in ("seed", "method")))
-    for seed, found in results["beyond_mle_temperatures"].items():
-        for label, temperatures in found.items():
-            past = results["past_mle_range"][seed][label]
-            inside = [t for t in temperatures if t not in past]
-            answer = f"yes, at T = {inside}" if inside else "no"
-            if past:
-                answer += f" (past MLE's swept diversity, not counted: T = {past})"
-            print(f"seed {seed}: {label} beyond every temperature of MLE: {answer}")
+    for key, baseline in (("mle", METHODS["mle"]), ("pretrained", PRETRAINED)):
+        for seed, found in results.get(f"beyond_{key}_temperatures", {}).items():
+            for label, temperatures in found.items():
+                past = results[f"past_{key}_range"][seed][label]
+                inside = [t for t in temperatures if t not in past]
+                answer = f"yes, at T = {inside}" if inside else "no"
+                if past:
+                    answer += f" (past {baseline}'s swept diversity, not counted: T = {past})"
+                print(f"seed {seed}: {label} beyond every temperature of {baseline}: {answer}")
 
 
 def completed_epochs(state: Mapping[str, Any]) -> int:
@@ -764,11 +773,14 @@ def score_text(experiment: LMExperiment, checkpoints: dict[str, Path], reference
 
 def sweep_text(experiment: LMExperiment, checkpoints: dict[str, Path], references: Path,
                order: int, max_len: int, tokenize: str = "nltk",
-               self_bleu_samples: int | None = None) -> list[dict[str, Any]]:
+               self_bleu_samples: int | None = None,
+               with_pretrained: bool = False) -> list[dict[str, Any]]:
     """Temperature sweep (BLEU-``order`` vs self-BLEU-``order``) of the four methods,
-    drawn to ``sweep.png`` in the experiment's directory."""
+    drawn to ``sweep.png`` in the experiment's directory. ``with_pretrained`` adds the
+    checkpoint they continue as a second baseline: continued MLE may move off its best."""
+    names = {**({"pretrained": PRETRAINED} if with_pretrained else {}), **METHODS}
     records = temperature_sweep(
-        {METHODS[m]: str(checkpoints[m]) for m in METHODS if m in checkpoints},
+        {names[m]: str(checkpoints[m]) for m in names if m in checkpoints},
         experiment.budget.temperatures, experiment.budget.eval_samples,
         references=str(references), data=str(experiment.data), max_order=order,
         max_len=max_len, seed=experiment.seed, tokenize=tokenize,
@@ -783,7 +795,7 @@ def sweep_text(experiment: LMExperiment, checkpoints: dict[str, Path], reference
 def print_results(title: str, results: dict[str, dict[str, Any]], keys: Sequence[str],
                   published: dict[str, dict[str, float]] | None = None) -> None:
     """One row per model (and one per published figure), the chosen metric columns."""
-    names = {"pretrained": "MLE pretrained", **METHODS}
+    names = {"pretrained": PRETRAINED, **METHODS}
     records = [{"model": names.get(n, n), **{k: r.get(k) for k in keys}}
                for n, r in results.items()]
     records += [{"model": f"published: {n}", **{k: r.get(k) for k in keys}}

@@ -325,6 +325,10 @@ def test_coco_quick(tmp_path):
         assert row["self_bleu_samples"] == 100  # min(Texygen's 500, the quick 100 samples)
     assert {"Texygen MLE", "Texygen SeqGAN", "Texygen MaliGAN"} == set(
         results["published_texygen"])
+    # The checkpoint every method continues is swept as a second baseline beside MLE.
+    assert {r["name"] for r in results["sweeps"]["1"]} == {"MLE pretrained", *METHODS.values()}
+    assert set(results["beyond_pretrained_temperatures"]["1"]) == set(METHODS.values())
+    assert set(results["past_pretrained_range"]["1"]) == set(METHODS.values())
     check_png(tmp_path / "seed1" / "sweep.png")
 
 

@@ -90,7 +90,8 @@ def main() -> None:
         checkpoints = experiment.run_all(raw)
         scores = score_text(experiment, checkpoints, raw / "test.txt", ORDERS, MAX_LEN,
                             self_bleu_samples=self_bleu_samples)
-        sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_LEN)
+        sweep = sweep_text(experiment, checkpoints, raw / "test.txt", order=4, max_len=MAX_LEN,
+                           with_pretrained=True)
         return {"scores": scores, "sweep": sweep, "stages": experiment.stages}
 
     results = over_seeds(args.out, args.seeds, budget, run_seed, keys)

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the d
 from experiment import (  # noqa: E402
     FULL_DISCRIMINATOR,
     METHODS,
+    PRETRAINED,
     Budget,
     LMExperiment,
     over_seeds,
@@ -67,7 +68,7 @@ FULL = Budget(mle_epochs=10, mle_patience=3, mle_max_epochs=40,
 # The first images of each split of the 50,000 / 10,000 / 10,000 file: an epoch of all
 # 50,000 takes about 17 minutes on a CPU core, and the 10-epoch floor alone about 3 hours.
 FULL_IMAGES = {"train": 8000, "valid": 1000, "test": 1000}
-NAMES = {"pretrained": "MLE pretrained", **METHODS}
+NAMES = {"pretrained": PRETRAINED, **METHODS}
 SCORE_KEYS = ("test_nll_per_image", "bits_per_pixel", "invalid", "classifier_confidence")
 SWEEP_METRICS = {"quality_metric": "classifier_confidence",
                  "diversity_metric": "test_nll_per_image"}
